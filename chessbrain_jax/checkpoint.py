@@ -1,0 +1,178 @@
+"""Step-versioned Orbax checkpoints `<checkpoint-dir>/<job-id>_step<N>` and loading them back into a network.
+
+A checkpoint holds `state` (params, optimizer state including MultiSteps accumulators, optimizer step, RNG key) and
+`meta` (JSON: resolved config, episode and game counters, last metrics, library and pgx environment versions). Orbax
+writes each step to a temporary folder and renames it when complete, so an interrupted save never looks like a
+checkpoint. Several jobs may share one checkpoint folder: each sees only its own `<job-id>_step<N>` folders.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+from typing import Any, Iterator, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from etils import epath
+
+from chessbrain_jax import chess_env, learner, model
+from chessbrain_jax.config import FIELDS, Config
+
+_STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path that is missing, not a checkpoint, or incompatible; the message is one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class JobStepNameFormat(ocp.path.step.NameFormat):
+    """Orbax step naming `<job_id>_step<N>` (Orbax's standard format would insert an underscore: `job_step_N`)."""
+
+    job_id: str
+
+    def build_name(self, step: int) -> str:
+        return f"{self.job_id}_step{step}"
+
+    def _metadata(self, path: epath.Path) -> ocp.path.step.Metadata | None:
+        match = _STEP_FOLDER.match(path.name)
+        if match is None or match["job"] != self.job_id or not path.is_dir():
+            return None
+        if not ocp.path.step.is_path_finalized(path):
+            return None
+        return ocp.path.step.Metadata(step=int(match["step"]), path=path)
+
+    def find_all(self, base_path) -> Iterator[ocp.path.step.Metadata]:
+        base = epath.Path(base_path)
+        if not base.is_dir():
+            return iter([])
+        candidates = [p for p in base.iterdir() if p.name.startswith(f"{self.job_id}_step")]
+        return ocp.path.step.build_step_metadatas(candidates, self._metadata)
+
+    def find_step(self, base_path, step: int) -> ocp.path.step.Metadata:
+        metadata = self._metadata(epath.Path(base_path) / self.build_name(step))
+        if metadata is None:
+            raise ValueError(f"no checkpoint {self.build_name(step)} under {base_path}")
+        return metadata
+
+
+def make_manager(checkpoint_dir: str, job_id: str, keep: int = 0, read_only: bool = False) -> ocp.CheckpointManager:
+    """An Orbax manager for one job's checkpoints; `keep` newest are kept (0: all)."""
+    policy = ocp.checkpoint_managers.LatestN(keep) if keep > 0 else None
+    options = ocp.CheckpointManagerOptions(
+        step_name_format=JobStepNameFormat(job_id),
+        preservation_policy=policy,
+        save_root_metadata=False,  # the folder may be shared by several jobs
+        create=not read_only,
+        read_only=read_only,
+    )
+    return ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=options)
+
+
+def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Array, meta: dict[str, Any]) -> None:
+    """Starts an asynchronous save of step `state.step` (call `manager.wait_until_finished()` to rely on it)."""
+    meta = dict(meta, pgx_version=chess_env.PGX_VERSION, env_id=chess_env.ENV_ID, step=int(state.step),
+                saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    manager.save(
+        int(state.step),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"train_state": state, "rng": jax.random.key_data(rng)}),
+            meta=ocp.args.JsonSave(meta),
+        ),
+    )
+
+
+def abstract_state(config: Config, dtype: str = "float32") -> dict[str, Any]:
+    """The `state` tree a checkpoint of `config` holds, as `jax.ShapeDtypeStruct`s on the default device."""
+    network = model.make_network(config, dtype)
+    optimizer = learner.make_optimizer(config)
+
+    def build():
+        params = model.init_params(network, jax.random.PRNGKey(0))
+        return {"train_state": learner.init_train_state(params, optimizer),
+                "rng": jax.random.key_data(jax.random.PRNGKey(0))}
+
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), jax.eval_shape(build))
+
+
+def config_from_meta(meta: dict[str, Any]) -> Config:
+    stored = meta.get("config", {})
+    return Config(**{name: value for name, value in stored.items() if name in FIELDS})
+
+
+def restore(manager: ocp.CheckpointManager, step: int, config: Config) -> tuple[learner.TrainState, jax.Array, dict]:
+    """(train state, rng key, meta) of `step`, restored into the shapes `config` implies."""
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state(config)),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+    state = restored["state"]
+    return state["train_state"], jax.random.wrap_key_data(state["rng"]), restored["meta"]
+
+
+class CheckpointInfo(NamedTuple):
+    step: int
+    path: str
+    saved_at: str
+
+
+def list_checkpoints(checkpoint_dir: str, job_id: str) -> list[CheckpointInfo]:
+    """The job's complete checkpoints, oldest first."""
+    found = JobStepNameFormat(job_id).find_all(os.path.abspath(checkpoint_dir))
+    return [CheckpointInfo(m.step, str(m.path), m.commit_timestamp.isoformat(timespec="seconds"))
+            for m in sorted(found, key=lambda m: m.step)]
+
+
+class LoadedNetwork(NamedTuple):
+    """A network restored from a checkpoint. `apply(observation f32[B, 8, 8, 119]) -> (logits, value)`."""
+
+    config: Config
+    network: model.ChessNet
+    params: Any
+    step: int
+    meta: dict
+
+    def apply(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.network.apply({"params": self.params}, jnp.asarray(observation, jnp.float32))
+
+
+def locate(path: str) -> tuple[str, str, int | None]:
+    """(checkpoint root, job id, step or None for the latest) from a step folder `<root>/<job>_step<N>`."""
+    path = os.path.abspath(path.rstrip("/"))
+    match = _STEP_FOLDER.match(os.path.basename(path))
+    if match is None:
+        raise CheckpointError(f"{path} is not a checkpoint folder (expected <checkpoint-dir>/<job-id>_step<N>)")
+    return os.path.dirname(path), match["job"], int(match["step"])
+
+
+def load_network(path: str, checkpoint_dir: str | None = None, dtype: str = "float32") -> LoadedNetwork:
+    """Loads a network from a step folder `<root>/<job>_step<N>`, or the latest step of job `path` under
+    `checkpoint_dir` (`load_network("myjob", checkpoint_dir="./checkpoints")`)."""
+    if checkpoint_dir is None:
+        root, job_id, step = locate(path)
+        if not os.path.isdir(os.path.join(root, f"{job_id}_step{step}")):
+            raise CheckpointError(f"checkpoint {path} does not exist")
+    else:
+        root, job_id, step = checkpoint_dir, path, None
+    manager = make_manager(root, job_id, read_only=True)
+    try:
+        if step is None:
+            step = manager.latest_step()
+            if step is None:
+                raise CheckpointError(f"no checkpoints of job {job_id!r} under {os.path.abspath(root)}")
+        elif step not in manager.all_steps():
+            raise CheckpointError(f"{os.path.join(root, f'{job_id}_step{step}')} is not a complete checkpoint")
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        config = config_from_meta(meta)
+        train_state, _, meta = restore(manager, step, config)
+    finally:
+        manager.close()
+    return LoadedNetwork(config, model.make_network(config, dtype), train_state.params, step, meta)

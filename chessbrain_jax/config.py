@@ -1,0 +1,314 @@
+"""One typed, validated configuration object, filled from defaults < YAML < environment < flags.
+
+Every field of `Config` is a command-line flag (`batch_size` -> `--batch-size`), a YAML key (`batch_size: 32`) and an
+environment variable (`CHESSBRAIN_BATCH_SIZE=32`); `TENSORBOARD_LOG_DIR` also sets `log_dir`. This module imports
+neither jax nor flax, so a mistyped flag is reported in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+ENV_PREFIX = "CHESSBRAIN_"
+PGX_MAX_PLIES = 512  # pgx ends every chess game as a draw at 512 plies (the AlphaZero convention).
+
+
+class ConfigError(ValueError):
+    """A bad flag, YAML file/key/value or environment variable; the message is one line for the user."""
+
+
+def _field(default, help: str, *, group: str, minimum=None, maximum=None, choices=None, flag=None):
+    return dataclasses.field(
+        default=default,
+        metadata=dict(help=help, group=group, minimum=minimum, maximum=maximum, choices=choices, flag=flag),
+    )
+
+
+OLD = "flags of the ChessBrain pipeline (same names and defaults)"
+RUN = "run, output and device"
+PLAY = "self-play and search"
+NET = "network"
+LEARN = "learner and replay"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The resolved configuration of a training job. See docs/architecture.md for what an episode is."""
+
+    # --- The old pipeline's flags, defaults kept.
+    episodes: int = _field(4, "Episodes to run. One episode = every one of the --selfplay-batch parallel games plays "
+                           "--plies-per-episode moves (unfinished games carry over), then the learner trains.",
+                           group=OLD, minimum=1)
+    batch_size: int = _field(16, "Replay samples per micro-batch (one gradient computation).", group=OLD, minimum=1)
+    checkpoint_interval: int = _field(2, "Write a checkpoint every N episodes (and always after the last one).",
+                                      group=OLD, minimum=1)
+    exploration_rate: float = _field(0.1, "Epsilon: after search, play a uniformly random legal move with this "
+                                     "probability.", group=OLD, minimum=0.0, maximum=1.0)
+    seed: int = _field(7, "Seed for network init, self-play and replay sampling.", group=OLD, minimum=0)
+    grad_accum_steps: int = _field(1, "Micro-batches accumulated (optax.MultiSteps) per optimizer step.",
+                                   group=OLD, minimum=1)
+    mcts_simulations: int = _field(32, "Search simulations per move.", group=OLD, minimum=1)
+    mcts_cpuct: float = _field(1.5, "PUCT exploration constant (--search puct).", group=OLD, minimum=0.0)
+    producer_workers: int = _field(0, "Asynchronous self-play producers. Accepted; takes effect with the scale-out "
+                                   "work, until then the synchronous loop runs (said at start-up).",
+                                   group=OLD, minimum=0)
+    producer_queue_size: int = _field(16, "Bounded queue of produced episodes (with --producer-workers).",
+                                      group=OLD, minimum=1)
+    producer_device: str = _field("cpu", "Device for producers (with --producer-workers).", group=OLD,
+                                  choices=("cpu", "gpu", "tpu", "auto"))
+    no_amp: bool = _field(False, "Disable mixed precision: compute in float32 everywhere.", group=OLD)
+
+    # --- Run, outputs, device.
+    job_id: str = _field("", "Job name for log and checkpoint folders (default: a UTC timestamp).", group=RUN)
+    log_dir: str = _field("", "Metrics folder root; the job writes <log-dir>/<job-id>/ (default: "
+                          "$TENSORBOARD_LOG_DIR, else ./runs).", group=RUN)
+    checkpoint_dir: str = _field("./checkpoints", "Checkpoint root; steps are <checkpoint-dir>/<job-id>_step<N>.",
+                                 group=RUN)
+    keep_checkpoints: int = _field(5, "Keep the newest N checkpoints of the job (0 keeps all).", group=RUN,
+                                   minimum=0)
+    device: str = _field("auto", "JAX platform to run on.", group=RUN, choices=("auto", "cpu", "gpu", "tpu"))
+    precision: str = _field("auto", "Compute dtype: auto = bfloat16 on GPU/TPU, float32 on CPU (XLA:CPU runs bf16 "
+                            "convolutions slower than float32); --no-amp forces float32.", group=RUN,
+                            choices=("auto", "bfloat16", "float32"))
+    log_every: int = _field(1, "Write metrics every N episodes.", group=RUN, minimum=1)
+    quiet: bool = _field(False, "No progress bar; one plain line per logged episode.", group=RUN)
+
+    # --- Self-play and search.
+    selfplay_batch: int = _field(64, "Games played in parallel on the device.", group=PLAY, minimum=1)
+    plies_per_episode: int = _field(32, "Moves each parallel game plays per episode.", group=PLAY, minimum=1)
+    max_plies: int = _field(PGX_MAX_PLIES, "Games reaching this many plies without a result are truncated: they get "
+                            "no value target.", group=PLAY, minimum=1, maximum=PGX_MAX_PLIES)
+    search: str = _field("gumbel", "Search: gumbel (mctx.gumbel_muzero_policy) or puct (mctx.muzero_policy with "
+                         "Dirichlet noise at the root).", group=PLAY, choices=("gumbel", "puct"))
+    gumbel_considered_actions: int = _field(16, "Gumbel search: actions considered at the root.", group=PLAY,
+                                            minimum=1)
+    dirichlet_alpha: float = _field(0.3, "PUCT search: Dirichlet noise concentration at the root.", group=PLAY,
+                                    minimum=0.0)
+    dirichlet_fraction: float = _field(0.25, "PUCT search: weight of the Dirichlet noise at the root.", group=PLAY,
+                                       minimum=0.0, maximum=1.0)
+    temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
+                                    "then play the most visited move.", group=PLAY, minimum=0)
+
+    # --- Network.
+    channels: int = _field(64, "Residual tower width.", group=NET, minimum=1)
+    blocks: int = _field(6, "Residual blocks.", group=NET, minimum=0)
+
+    # --- Learner and replay.
+    learning_rate: float = _field(1e-3, "Peak learning rate.", group=LEARN, minimum=0.0)
+    lr_schedule: str = _field("constant", "constant, or cosine decay to 0 over the run after warm-up.", group=LEARN,
+                              choices=("constant", "cosine"))
+    warmup_steps: int = _field(0, "Linear warm-up, in optimizer steps.", group=LEARN, minimum=0)
+    optimizer: str = _field("adam", "adam, or sgd with Nesterov momentum 0.9 (AlphaZero).", group=LEARN,
+                            choices=("adam", "sgd"))
+    l2_weight: float = _field(1e-4, "L2 penalty lambda on all weights (kernels), added to the loss.", group=LEARN,
+                              minimum=0.0)
+    grad_clip: float = _field(1.0, "Clip gradients to this global norm (0 disables).", group=LEARN, minimum=0.0)
+    sample_reuse: float = _field(1.0, "Training samples drawn per generated position.", group=LEARN,
+                                 minimum=0.0)
+    replay_capacity: int = _field(65536, "Replay buffer size in positions.", group=LEARN, minimum=1)
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def positions_per_episode(self) -> int:
+        return self.selfplay_batch * self.plies_per_episode
+
+    @property
+    def micro_steps_per_episode(self) -> int:
+        """Micro-batches trained per episode: sample_reuse x positions / batch, rounded up to whole optimizer steps."""
+        micro = math.ceil(self.sample_reuse * self.positions_per_episode / self.batch_size)
+        return math.ceil(micro / self.grad_accum_steps) * self.grad_accum_steps
+
+    @property
+    def optimizer_steps_per_episode(self) -> int:
+        return self.micro_steps_per_episode // self.grad_accum_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_TYPES = {f.name: Config.__annotations__[f.name] for f in dataclasses.fields(Config)}
+
+
+def flag_name(name: str) -> str:
+    return FIELDS[name].metadata["flag"] or "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _coerce(name: str, raw: Any, where: str) -> Any:
+    """Converts `raw` (a string from a flag/env, or a YAML scalar) to the field's type; names `where` on error."""
+    kind = _TYPES[name]
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        lowered = str(raw).strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"{where} must be a boolean (true/false/1/0), got {raw!r}")
+    if kind == "int":
+        if isinstance(raw, bool) or isinstance(raw, float) and not raw.is_integer():
+            raise ConfigError(f"{where} must be an integer, got {raw!r}")
+        try:
+            return int(raw.strip(), 10) if isinstance(raw, str) else int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be an integer, got {raw!r}") from None
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ConfigError(f"{where} must be a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {raw!r}")
+        return value
+    if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+        raise ConfigError(f"{where} must be a string, got {raw!r}")
+    return str(raw)
+
+
+def _check_range(name: str, value: Any, where: str) -> None:
+    meta = FIELDS[name].metadata
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ConfigError(f"{where} must be one of {', '.join(meta['choices'])}; got {value!r}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        bound = "a positive integer" if meta["minimum"] == 1 and _TYPES[name] == "int" else f">= {meta['minimum']}"
+        raise ConfigError(f"{where} must be {bound}; got {value!r}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise ConfigError(f"{where} must be <= {meta['maximum']}; got {value!r}")
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, expected a YAML file") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path} cannot be read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def _suggest(key: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(FIELDS), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit status 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        raise ConfigError(message)
+
+
+def build_parser(prog: str = "python -m chessbrain_jax.train") -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog=prog,
+        description="Train a chess network by self-play (pgx + mctx + Flax). Settings come from defaults < "
+        "--config YAML < CHESSBRAIN_* environment variables < flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys are the field names below "
+                        "(e.g. batch_size: 32).")
+    parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, field in FIELDS.items():
+        meta = field.metadata
+        group = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        default_text = field.default if field.default != "" else "see help"
+        help_text = f"{meta['help']} [default: {default_text}; env {env_name(name)}]"
+        if _TYPES[name] == "bool":
+            group.add_argument(flag_name(name), dest=name, action="store_true", help=help_text)
+        else:
+            group.add_argument(flag_name(name), dest=name, metavar=name.upper(), help=help_text)
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Config, dict]:
+    """Merges defaults < YAML < environment < flags into a validated `Config`.
+
+    Returns the config and the parsed extra options (`debug`). Raises `ConfigError` with a one-line message.
+    """
+    environ = os.environ if environ is None else environ
+    parser = build_parser()
+    namespace = vars(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
+    extras = {"debug": bool(namespace.pop("debug", False)), "config_file": namespace.pop("config", None)}
+
+    values: dict[str, Any] = {}
+    where: dict[str, str] = {}
+
+    def put(name: str, raw: Any, source: str) -> None:
+        value = _coerce(name, raw, source)
+        _check_range(name, value, source)
+        values[name], where[name] = value, source
+
+    if extras["config_file"]:
+        path = extras["config_file"]
+        for key, raw in _read_yaml(path).items():
+            if key not in FIELDS:
+                raise ConfigError(f"config file {path}: unknown key {key!r}{_suggest(str(key))}")
+            put(key, raw, f"config file {path}: {key}")
+    if environ.get("TENSORBOARD_LOG_DIR"):
+        put("log_dir", environ["TENSORBOARD_LOG_DIR"], "environment variable TENSORBOARD_LOG_DIR")
+    for variable, raw in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        name = variable[len(ENV_PREFIX):].lower()
+        if name not in FIELDS:
+            raise ConfigError(f"environment variable {variable} is not a setting{_suggest(name)}")
+        put(name, raw, f"environment variable {variable}")
+    for name, raw in namespace.items():
+        put(name, raw, flag_name(name))
+
+    if not values.get("job_id"):
+        values["job_id"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    if not values.get("log_dir"):
+        values["log_dir"] = "./runs"
+    if any(sep in values["job_id"] for sep in ("/", "\\")) or values["job_id"] in (".", ".."):
+        raise ConfigError(f"{where.get('job_id', '--job-id')} must be a plain name without path separators; "
+                          f"got {values['job_id']!r}")
+    config = Config(**values)
+    if config.batch_size > config.replay_capacity:
+        raise ConfigError(f"--batch-size ({config.batch_size}) must not exceed --replay-capacity "
+                          f"({config.replay_capacity})")
+    if config.search == "gumbel" and config.gumbel_considered_actions < 2:
+        raise ConfigError("--gumbel-considered-actions must be >= 2 with --search gumbel")
+    return config, extras
+
+
+def resolve_precision(config: Config, platform: str) -> tuple[str, str]:
+    """Returns (dtype name, reason) for the network's compute dtype on `platform` ('cpu', 'gpu', 'tpu')."""
+    if config.no_amp:
+        return "float32", "--no-amp given"
+    if config.precision != "auto":
+        return config.precision, f"--precision {config.precision}"
+    if platform == "cpu":
+        return "float32", "on CPU, XLA runs bfloat16 convolutions slower than float32, so mixed precision is off"
+    return "bfloat16", f"mixed precision on {platform}: bfloat16 compute, float32 master weights"

@@ -1,0 +1,107 @@
+"""The learner: loss, optimizer and the pure, jitted training step over replay samples.
+
+loss = policy cross-entropy against the search policy over legal moves
+     + value MSE against the game result (only where the result is known)
+     + l2_weight * sum of squared kernel weights.
+Gradients are clipped to `grad_clip` global norm; `optax.MultiSteps` accumulates `grad_accum_steps` micro-batches
+per optimizer step. Parameters and optimizer state are float32; the network computes in its own dtype (bfloat16
+with mixed precision), and the loss is computed in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from chessbrain_jax import replay
+from chessbrain_jax.config import Config
+from chessbrain_jax.search import ApplyFn, mask_illegal
+
+LOSS_METRICS = ("loss", "policy_loss", "value_loss", "l2", "grad_norm", "value_targets_known")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """params: float32 network parameters; opt_state: `optax.MultiSteps` state; step: `i32[]` optimizer updates."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def learning_rate_schedule(config: Config) -> optax.Schedule:
+    total = max(config.episodes * config.optimizer_steps_per_episode, 1)
+    if config.lr_schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, config.learning_rate, config.warmup_steps, max(total, config.warmup_steps + 1))
+    if config.warmup_steps:
+        return optax.linear_schedule(0.0, config.learning_rate, config.warmup_steps)
+    return optax.constant_schedule(config.learning_rate)
+
+
+def make_optimizer(config: Config) -> optax.MultiSteps:
+    schedule = learning_rate_schedule(config)
+    if config.optimizer == "sgd":
+        inner = optax.sgd(schedule, momentum=0.9, nesterov=True)
+    else:
+        inner = optax.adam(schedule)
+    if config.grad_clip > 0:
+        inner = optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
+    return optax.MultiSteps(inner, every_k_schedule=config.grad_accum_steps)
+
+
+def init_train_state(params, optimizer: optax.MultiSteps) -> TrainState:
+    return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+
+
+def l2_penalty(params) -> jax.Array:
+    """Sum of squared kernel weights (convolutions and dense layers; not biases or normalisation scales)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if path[-1].key == "kernel")
+
+
+def loss_fn(params, batch: replay.Batch, apply_fn: ApplyFn, l2_weight: float):
+    """Returns (loss, metrics dict) for one batch; all terms float32."""
+    logits, value = apply_fn(params, batch.observation)
+    log_probs = jax.nn.log_softmax(mask_illegal(logits.astype(jnp.float32), batch.legal_mask), axis=-1)
+    policy_loss = -jnp.mean(jnp.sum(batch.policy * log_probs, axis=-1))
+    known = batch.value_mask.astype(jnp.float32)
+    value_loss = jnp.sum(known * jnp.square(value.astype(jnp.float32) - batch.value)) / jnp.maximum(known.sum(), 1.0)
+    l2 = l2_weight * l2_penalty(params)
+    loss = policy_loss + value_loss + l2
+    return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, l2=l2,
+                      value_targets_known=known.mean())
+
+
+def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps):
+    """Returns the pure `train_step(state, batch) -> (state, metrics)`: one micro-batch through MultiSteps."""
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+
+    def train_step(state: TrainState, batch: replay.Batch):
+        with jax.named_scope("train_step"):
+            grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight)
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            step = state.step + optimizer.has_updated(opt_state).astype(jnp.int32)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return TrainState(params=params, opt_state=opt_state, step=step), metrics
+
+    return train_step
+
+
+def make_train_chunk(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps):
+    """Returns the pure `train_chunk(state, buffer, key) -> (state, mean metrics)`: `micro_steps_per_episode`
+    micro-batches sampled from the replay buffer and trained in one `lax.scan` (whole optimizer steps)."""
+    train_step = make_train_step(config, apply_fn, optimizer)
+
+    def train_chunk(state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array):
+        keys = jax.random.split(key, config.micro_steps_per_episode)
+        state, metrics = jax.lax.scan(
+            lambda carry, k: train_step(carry, replay.sample(buffer, k, config.batch_size)), state, keys)
+        return state, jax.tree.map(jnp.mean, metrics)
+
+    return train_chunk

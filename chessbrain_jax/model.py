@@ -1,0 +1,81 @@
+"""The AlphaZero-style residual network: pgx observation -> (policy logits over 4672 moves, value in [-1, 1]).
+
+Normalisation is per sample (GroupNorm with one group, i.e. LayerNorm over H, W, C) rather than BatchNorm: the
+network has no mutable batch statistics, self-play and training see the same function, and gradient accumulation over
+k micro-batches equals one step on the k-times larger batch. The policy head is convolutional like AlphaZero's: 73
+move planes per square, reordered to pgx's action index `from_square * 73 + plane`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from chessbrain_jax.config import Config
+
+NUM_ACTIONS = 4672  # 64 from-squares x 73 move planes (pgx / AlphaZero encoding)
+MOVE_PLANES = 73
+OBSERVATION_SHAPE = (8, 8, 119)  # pgx chess: 8 history steps x 14 planes + 7 constant planes
+
+
+def observation_to_action_order(planes: jax.Array) -> jax.Array:
+    """Reorders per-square planes `[B, 8, 8, P]` laid out like pgx's observation to `[B, 64 * P]` in pgx square order.
+
+    pgx's observation cell (row, col) shows square `col * 8 + (7 - row)` (file-major, rank 0 at the bottom row), so
+    flipping rows and swapping the two spatial axes gives index `square * P + plane`.
+    """
+    batch, _, _, num_planes = planes.shape
+    return jnp.transpose(planes[:, ::-1, :, :], (0, 2, 1, 3)).reshape(batch, 64 * num_planes)
+
+
+class ResidualBlock(nn.Module):
+    channels: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        conv = lambda: nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype)  # noqa: E731
+        y = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(conv()(x)))
+        # The block's last scale starts at zero, so every block starts as the identity (stable deep towers).
+        y = nn.GroupNorm(num_groups=1, dtype=self.dtype, scale_init=nn.initializers.zeros)(conv()(y))
+        return nn.relu(x + y)
+
+
+class ChessNet(nn.Module):
+    """`__call__(observation f32[B, 8, 8, 119]) -> (logits f32[B, 4672], value f32[B])`; compute in `dtype`."""
+
+    channels: int = 64
+    blocks: int = 6
+    dtype: jnp.dtype = jnp.float32
+    value_channels: int = 8
+    value_hidden: int = 128
+
+    @nn.compact
+    def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = observation.astype(self.dtype)
+        x = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
+        x = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(x))
+        for index in range(self.blocks):
+            x = ResidualBlock(self.channels, self.dtype, name=f"block_{index}")(x)
+
+        p = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="policy_conv")(x)
+        p = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(p))
+        p = nn.Conv(MOVE_PLANES, (1, 1), dtype=self.dtype, name="policy_planes")(p)
+        logits = observation_to_action_order(p).astype(jnp.float32)
+
+        v = nn.Conv(self.value_channels, (1, 1), use_bias=False, dtype=self.dtype, name="value_conv")(x)
+        v = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(v))
+        v = v.reshape(v.shape[0], -1)
+        v = nn.relu(nn.Dense(self.value_hidden, dtype=self.dtype, name="value_hidden")(v))
+        value = jnp.tanh(nn.Dense(1, dtype=self.dtype, name="value_out")(v).astype(jnp.float32))[:, 0]
+        return logits, value
+
+
+def make_network(config: Config, dtype: str = "float32") -> ChessNet:
+    return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype))
+
+
+def init_params(network: ChessNet, key: jax.Array):
+    """Float32 parameters for `network` (master weights, whatever the compute dtype)."""
+    return network.init(key, jnp.zeros((1, *OBSERVATION_SHAPE), jnp.float32))["params"]

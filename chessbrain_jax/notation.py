@@ -1,0 +1,68 @@
+"""Conversion between pgx chess actions/states and python-chess moves/boards (hence UCI, SAN, FEN and PGN).
+
+pgx encodes a move as `from_square * 73 + plane` (AlphaZero's 73 move planes) with squares indexed `file * 8 + rank`
+from the point of view of the side to move: for black the board is mirrored top to bottom. Planes 0-8 are the
+under-promotions (rook, bishop, knight x straight, capture towards the h-file, capture towards the a-file); a pawn
+reaching the last rank by a queen-like plane promotes to a queen.
+"""
+
+from __future__ import annotations
+
+import chess
+import numpy as np
+from pgx._src.games.chess import FROM_PLANE, TO_PLANE
+
+from chessbrain_jax.model import MOVE_PLANES
+
+_FROM_PLANE = np.asarray(FROM_PLANE)  # [64 from, 73 planes] -> pgx to-square (-1 off board)
+_TO_PLANE = np.asarray(TO_PLANE)  # [64 from, 64 to] -> plane of the queen/knight move (-1 if none)
+_UNDERPROMOTIONS = (chess.ROOK, chess.BISHOP, chess.KNIGHT)
+_UNDERPROMOTION_DIRECTION = {0: 0, 1: 1, -1: 2}  # file change -> plane % 3
+
+
+def _to_real_square(pgx_square: int, white_to_move: bool) -> chess.Square:
+    file, rank = divmod(int(pgx_square), 8)
+    return chess.square(file, rank if white_to_move else 7 - rank)
+
+
+def _to_pgx_square(square: chess.Square, white_to_move: bool) -> int:
+    rank = chess.square_rank(square)
+    return chess.square_file(square) * 8 + (rank if white_to_move else 7 - rank)
+
+
+def action_to_move(board: chess.Board, action: int) -> chess.Move:
+    """The python-chess move for pgx `action` in `board` (the board tells the side to move and which piece moves)."""
+    if not 0 <= int(action) < 64 * MOVE_PLANES:
+        raise ValueError(f"pgx chess action must be in [0, {64 * MOVE_PLANES}), got {action}")
+    from_pgx, plane = divmod(int(action), MOVE_PLANES)
+    to_pgx = _FROM_PLANE[from_pgx, plane]
+    if to_pgx < 0:
+        raise ValueError(f"pgx chess action {action} leaves the board")
+    white = board.turn == chess.WHITE
+    from_square, to_square = _to_real_square(from_pgx, white), _to_real_square(to_pgx, white)
+    promotion = None
+    if plane < 9:
+        promotion = _UNDERPROMOTIONS[plane // 3]
+    elif board.piece_type_at(from_square) == chess.PAWN and chess.square_rank(to_square) in (0, 7):
+        promotion = chess.QUEEN
+    return chess.Move(from_square, to_square, promotion=promotion)
+
+
+def move_to_action(board: chess.Board, move: chess.Move) -> int:
+    """The pgx action for python-chess `move` in `board` (standard castling e1g1/e1c1, not chess960 notation)."""
+    white = board.turn == chess.WHITE
+    from_pgx = _to_pgx_square(move.from_square, white)
+    to_pgx = _to_pgx_square(move.to_square, white)
+    if move.promotion in _UNDERPROMOTIONS:
+        file_change = chess.square_file(move.to_square) - chess.square_file(move.from_square)
+        plane = _UNDERPROMOTIONS.index(move.promotion) * 3 + _UNDERPROMOTION_DIRECTION[file_change]
+    else:
+        plane = int(_TO_PLANE[from_pgx, to_pgx])
+        if plane < 0:
+            raise ValueError(f"move {move.uci()} has no pgx encoding")
+    return from_pgx * MOVE_PLANES + plane
+
+
+def legal_actions(board: chess.Board) -> set[int]:
+    """python-chess's legal moves of `board` as pgx actions."""
+    return {move_to_action(board, move) for move in board.legal_moves}

@@ -1,0 +1,154 @@
+"""Self-play on the device: `selfplay_batch` games advance `plies_per_episode` moves in one jitted `lax.scan`.
+
+A game is identified by (slot, generation): slot is its index among the parallel games, generation counts the games
+that slot has started. When a game ends (or reaches `max_plies`), its result from white's view goes to
+`results[slot, generation % H]` and the slot restarts from the initial position; unfinished games carry over to the
+next episode. Positions are recorded with their game id, so the replay buffer reads value targets from the results
+table when it samples: no host round trip and no wait for games to finish before their positions can be stored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from chessbrain_jax import chess_env, encoding
+from chessbrain_jax.config import PGX_MAX_PLIES, Config
+from chessbrain_jax.search import ApplyFn, make_search_fn
+
+
+class SelfPlayState(NamedTuple):
+    """Carried across episodes.
+
+    env: pgx chess `State` `[B, ...]` of the games in progress (never terminal).
+    generation: `i32[B]` games started so far in each slot; the game in progress is (slot, generation).
+    results: `f32[B, H]` white's result (+1, 0, -1) of game (slot, g) at `[slot, g % H]`; NaN while the game is
+      running and for truncated games.
+    """
+
+    env: chess_env.State
+    generation: jax.Array
+    results: jax.Array
+
+
+class Trajectory(NamedTuple):
+    """One record per ply and game: every array is `[T, B, ...]` (T = plies_per_episode, B = selfplay_batch).
+
+    observation: packed position seen by the mover (`u8[T, B, 896]` bits, `f32[T, B, 7]` scalars).
+    legal_actions: `i16[T, B, 218]` legal moves (pgx action ids, -1 padded).
+    policy: `f32[T, B, 218]` search policy target over `legal_actions`.
+    white_to_move: `bool[T, B]`.
+    slot, generation: `i32[T, B]` the game the position belongs to.
+    action: `i32[T, B]` the move played (after epsilon-greedy mixing).
+    """
+
+    observation: encoding.PackedObservation
+    legal_actions: jax.Array
+    policy: jax.Array
+    white_to_move: jax.Array
+    slot: jax.Array
+    generation: jax.Array
+    action: jax.Array
+
+
+EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "finished_game_plies")
+
+
+def result_history_length(config: Config) -> int:
+    """H, the results kept per slot: enough that no position still in the replay buffer outlives its game's result.
+
+    A slot adds one position per ply and a game from the initial position lasts at least 4 plies (fool's mate), so
+    the buffer holds positions from at most capacity / (4 * B) + 2 games per slot.
+    """
+    return math.ceil(config.replay_capacity / (4 * config.selfplay_batch)) + 2
+
+
+def init_selfplay(config: Config, start: chess_env.State | None = None) -> SelfPlayState:
+    """All games at the initial position, or at the given `[B]` start states (e.g. from FEN, for tests)."""
+    batch = config.selfplay_batch
+    env = chess_env.initial_states(batch) if start is None else start
+    return SelfPlayState(
+        env=env,
+        generation=jnp.zeros(batch, jnp.int32),
+        results=jnp.full((batch, result_history_length(config)), jnp.nan, jnp.float32),
+    )
+
+
+def make_play_episode(config: Config, apply_fn: ApplyFn):
+    """Returns the pure `play_episode(params, selfplay_state, key) -> (selfplay_state, Trajectory, stats)`.
+
+    `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode. Jit it (see `make_selfplay`).
+    """
+    search = make_search_fn(config, apply_fn)
+    batch = config.selfplay_batch
+    slots = jnp.arange(batch)
+    fresh = chess_env.initial_states(batch)
+
+    def play_move(params, carry: SelfPlayState, key: jax.Array):
+        env, generation, results = carry
+        key_search, key_explore, key_random = jax.random.split(key, 3)
+        with jax.named_scope("search"):
+            output = search(params, key_search, env)
+        legal = env.legal_action_mask
+        action = output.action
+        if config.search == "puct":
+            greedy = jnp.argmax(output.action_weights, axis=-1)
+            action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, greedy)
+        explore = jax.random.bernoulli(key_explore, config.exploration_rate, (batch,))
+        random_action = jax.random.categorical(key_random, jnp.where(legal, 0.0, -jnp.inf))
+        action = jnp.where(explore, random_action, action).astype(jnp.int32)
+
+        legal_actions, policy = jax.vmap(encoding.compact_policy)(legal, output.action_weights)
+        record = Trajectory(
+            observation=encoding.pack_observation(env.observation),
+            legal_actions=legal_actions,
+            policy=policy,
+            white_to_move=chess_env.white_to_move(env),
+            slot=slots,
+            generation=generation,
+            action=action,
+        )
+
+        with jax.named_scope("env_step"):
+            next_env = chess_env.step(env, action)
+        reward = chess_env.mover_reward(env, next_env)
+        ply = chess_env.plies(next_env)
+        at_cap = ply >= config.max_plies
+        decisive = reward != 0
+        # pgx ends games at 512 plies as draws; that, like our own cap, is a truncation, not a result.
+        natural_end = next_env.terminated & (decisive | (ply < PGX_MAX_PLIES))
+        truncated = at_cap & ~natural_end
+        done = next_env.terminated | at_cap
+        white_result = jnp.where(record.white_to_move, reward, -reward)
+        outcome = jnp.where(truncated, jnp.nan, white_result)
+
+        history = results.shape[1]
+        results = results.at[slots, generation % history].set(
+            jnp.where(done, outcome, results[slots, generation % history]))
+        generation = generation + done.astype(jnp.int32)
+        results = results.at[slots, generation % history].set(
+            jnp.where(done, jnp.nan, results[slots, generation % history]))
+        next_env = jax.tree.map(
+            lambda new, reset: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), reset, new), next_env, fresh)
+
+        finished = done & ~truncated
+        stats = dict(
+            games_finished=done.sum(),
+            white_wins=(finished & (white_result > 0)).sum(),
+            black_wins=(finished & (white_result < 0)).sum(),
+            draws=(finished & (white_result == 0)).sum(),
+            truncated=truncated.sum(),
+            finished_game_plies=jnp.where(done, ply, 0).sum(),
+        )
+        return SelfPlayState(next_env, generation, results), (record, stats)
+
+    def play_episode(params, state: SelfPlayState, key: jax.Array):
+        keys = jax.random.split(key, config.plies_per_episode)
+        with jax.named_scope("selfplay"):
+            state, (trajectory, stats) = jax.lax.scan(lambda carry, k: play_move(params, carry, k), state, keys)
+        return state, trajectory, {name: value.sum().astype(jnp.int32) for name, value in stats.items()}
+
+    return play_episode
