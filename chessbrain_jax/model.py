@@ -61,14 +61,17 @@ class ChessNet(nn.Module):
 
         p = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="policy_conv")(x)
         p = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(p))
-        p = nn.Conv(MOVE_PLANES, (1, 1), dtype=self.dtype, name="policy_planes")(p)
+        # Zero-initialised output layers: an untrained network has a uniform prior and value 0, so search starts
+        # unbiased (a random, peaked prior would hide moves from PUCT at low simulation counts).
+        p = nn.Conv(MOVE_PLANES, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="policy_planes")(p)
         logits = observation_to_action_order(p).astype(jnp.float32)
 
         v = nn.Conv(self.value_channels, (1, 1), use_bias=False, dtype=self.dtype, name="value_conv")(x)
         v = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(v))
         v = v.reshape(v.shape[0], -1)
         v = nn.relu(nn.Dense(self.value_hidden, dtype=self.dtype, name="value_hidden")(v))
-        value = jnp.tanh(nn.Dense(1, dtype=self.dtype, name="value_out")(v).astype(jnp.float32))[:, 0]
+        v = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="value_out")(v)
+        value = jnp.tanh(v.astype(jnp.float32))[:, 0]
         return logits, value
 
 
@@ -78,4 +81,4 @@ def make_network(config: Config, dtype: str = "float32") -> ChessNet:
 
 def init_params(network: ChessNet, key: jax.Array):
     """Float32 parameters for `network` (master weights, whatever the compute dtype)."""
-    return network.init(key, jnp.zeros((1, *OBSERVATION_SHAPE), jnp.float32))["params"]
+    return jax.jit(lambda k: network.init(k, jnp.zeros((1, *OBSERVATION_SHAPE), jnp.float32))["params"])(key)

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from importlib import metadata as importlib_metadata
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from chessbrain_jax.config import Config, ConfigError, load_config, resolve_precision
 
@@ -25,6 +25,14 @@ _VERSIONED = ("jax", "jaxlib", "flax", "optax", "mctx", "pgx", "orbax-checkpoint
 
 class UsageError(Exception):
     """A problem with what the user asked for (device, output folders); reported as one line, exit status 2."""
+
+
+class RunResult(NamedTuple):
+    """What a finished job leaves: its last metrics record, final float32 params and last checkpoint folder."""
+
+    record: dict[str, Any]
+    params: Any
+    checkpoint_path: str
 
 
 def select_device(choice: str):
@@ -75,8 +83,8 @@ def say(config: Config, message: str) -> None:
     print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
 
 
-def run(config: Config) -> dict[str, Any]:
-    """Runs the job described by `config`; returns the last metrics record."""
+def run(config: Config) -> RunResult:
+    """Runs the job described by `config`."""
     devices = select_device(config.device)
     import jax
 
@@ -192,10 +200,10 @@ def run(config: Config) -> dict[str, Any]:
         manager.wait_until_finished()
         manager.close()
         writer.close()
+    last = checkpoint.list_checkpoints(checkpoint_dir, config.job_id)[-1].path
     say(config, f"done: {config.episodes} episodes, {positions_seen} positions, {totals['games_finished']} games "
-                f"finished, optimizer step {int(train_state.step)}; last checkpoint "
-                f"{os.path.join(checkpoint_dir, f'{config.job_id}_step{int(train_state.step)}')}")
-    return record
+                f"finished, optimizer step {int(train_state.step)}; last checkpoint {last}")
+    return RunResult(record, train_state.params, last)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,38 @@
+"""Shared fixtures. Every distinct jitted shape costs seconds of XLA compile on a small CPU, so tests share tiny
+configs and compiled functions through module- or session-scoped fixtures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from chessbrain_jax.config import Config, load_config  # noqa: E402
+
+
+def make_config(**overrides) -> Config:
+    """A tiny config; `overrides` use field names (batch_size=4)."""
+    settings = dict(selfplay_batch=4, plies_per_episode=4, mcts_simulations=8, channels=8, blocks=1,
+                    batch_size=8, replay_capacity=256, job_id="test")
+    settings.update(overrides)
+    argv = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is not False:
+            argv += [flag, str(value)]
+    return load_config(argv, environ={})[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_network():
+    """(network, params, apply_fn) of an untrained 8-channel, 1-block net."""
+    from chessbrain_jax import model
+
+    network = model.ChessNet(channels=8, blocks=1)
+    params = model.init_params(network, jax.random.PRNGKey(0))
+    return network, params, lambda p, observation: network.apply({"params": p}, observation)

@@ -1,0 +1,54 @@
+"""pgx actions <-> python-chess moves: the legal sets agree move for move along random games."""
+
+from __future__ import annotations
+
+import chess
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from chessbrain_jax import chess_env, notation
+
+
+def test_legal_sets_agree_along_random_games():
+    step = jax.jit(chess_env.step)
+    rng = np.random.default_rng(3)
+    positions = 0
+    for _ in range(3):
+        state, board = chess_env.initial_states(1), chess.Board()
+        for _ in range(80):
+            pgx_legal = set(np.flatnonzero(np.asarray(state.legal_action_mask[0])).tolist())
+            assert pgx_legal == notation.legal_actions(board), board.fen()
+            for action in pgx_legal:
+                move = notation.action_to_move(board, action)
+                assert move in board.legal_moves
+                assert notation.move_to_action(board, move) == action
+            positions += 1
+            action = int(rng.choice(sorted(pgx_legal)))
+            board.push(notation.action_to_move(board, action))
+            state = step(state, jnp.array([action], jnp.int32))
+            if bool(state.terminated[0]):
+                assert board.outcome(claim_draw=True) is not None
+                break
+    assert positions > 100
+
+
+def test_special_moves():
+    cases = [
+        ("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1", ["e1g1", "e1c1"]),
+        ("r3k2r/8/8/8/8/8/8/R3K2R b KQkq - 0 1", ["e8g8", "e8c8"]),
+        ("4k3/8/8/3pP3/8/8/8/4K3 w - d6 0 2", ["e5d6"]),
+        ("4k3/8/8/8/3pP3/8/8/4K3 b - e3 0 2", ["d4e3"]),
+        ("1n2k3/2P5/8/8/8/8/8/4K3 w - - 0 1", ["c7c8q", "c7c8r", "c7c8b", "c7c8n", "c7b8q", "c7b8n"]),
+        ("4k3/8/8/8/8/8/2p5/1N2K3 b - - 0 1", ["c2c1q", "c2c1n", "c2b1r", "c2b1b"]),
+    ]
+    for fen, ucis in cases:
+        board = chess.Board(fen)
+        state = chess_env.from_fen(fen)
+        pgx_legal = set(np.flatnonzero(np.asarray(state.legal_action_mask)).tolist())
+        assert pgx_legal == notation.legal_actions(board), fen
+        for uci in ucis:
+            move = chess.Move.from_uci(uci)
+            action = notation.move_to_action(board, move)
+            assert action in pgx_legal
+            assert notation.action_to_move(board, action) == move

@@ -1,0 +1,43 @@
+"""Search values terminal states by the game result: with an untrained network it still finds mate in one."""
+
+from __future__ import annotations
+
+import chess
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from chessbrain_jax import chess_env, notation
+from chessbrain_jax.search import make_search_fn
+from tests.conftest import make_config
+
+MATE_IN_ONE = [
+    ("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1", "a1a8"),  # white mates on the back rank
+    ("r5k1/5ppp/8/8/8/8/5PPP/6K1 b - - 0 1", "a8a1"),  # black to move: pgx mirrors the board
+]
+
+
+@pytest.fixture(scope="module")
+def mate_states():
+    states = [chess_env.from_fen(fen) for fen, _ in MATE_IN_ONE]
+    mates = [notation.move_to_action(chess.Board(fen), chess.Move.from_uci(uci)) for fen, uci in MATE_IN_ONE]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), np.array(mates)
+
+
+@pytest.mark.parametrize("algorithm", ["gumbel", "puct"])
+def test_search_finds_mate_in_one_with_untrained_network(algorithm, mate_states, tiny_network):
+    states, mates = mate_states
+    _, params, apply_fn = tiny_network
+    config = make_config(search=algorithm, mcts_simulations=64, gumbel_considered_actions=32)
+    output = jax.jit(make_search_fn(config, apply_fn))(params, jax.random.PRNGKey(0), states)
+
+    weights = np.asarray(output.action_weights)
+    assert np.all(weights[~np.asarray(states.legal_action_mask)] == 0)  # no weight on illegal moves
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(weights.argmax(-1), mates)
+    if algorithm == "gumbel":
+        np.testing.assert_array_equal(np.asarray(output.action), mates)
+    # The mating edge is worth exactly +1 to the mover: reward 1, then discount 0 (the value is not the network's).
+    root_q = np.asarray(output.search_tree.qvalues(jnp.zeros(2, jnp.int32)))
+    np.testing.assert_allclose(root_q[np.arange(2), mates], 1.0)

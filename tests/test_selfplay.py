@@ -1,0 +1,101 @@
+"""Self-play: every move legal (replayed through python-chess), results and value targets right for both colours,
+truncation at --max-plies honest, finished games restart, unfinished ones carry over."""
+
+from __future__ import annotations
+
+import math
+
+import chess
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from chessbrain_jax import chess_env, notation, replay, selfplay
+from tests.conftest import make_config
+
+STARTS = [
+    ("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1", 1.0),  # white mates in one
+    ("r5k1/5ppp/8/8/8/8/5PPP/6K1 b - - 0 1", -1.0),  # black mates in one
+    ("8/8/8/4k3/8/8/8/R3K3 w - - 99 80", 0.0),  # any move draws by the 50-move rule
+    (chess.STARTING_FEN, None),  # truncated at max_plies
+]
+MAX_PLIES = 6
+PLIES = 10
+
+
+@pytest.fixture(scope="module")
+def episode(tiny_network):
+    _, params, apply_fn = tiny_network
+    config = make_config(selfplay_batch=4, plies_per_episode=PLIES, mcts_simulations=32,
+                         gumbel_considered_actions=32, max_plies=MAX_PLIES, exploration_rate=0.0)
+    starts = [chess_env.from_fen(fen) for fen, _ in STARTS]
+    start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
+    state = selfplay.init_selfplay(config, start)
+    play = jax.jit(selfplay.make_play_episode(config, apply_fn))
+    final, trajectory, stats = play(params, state, jax.random.PRNGKey(42))
+    return config, final, jax.device_get(trajectory), jax.device_get(stats)
+
+
+def test_moves_are_legal_and_results_match_python_chess(episode):
+    config, final, trajectory, _ = episode
+    history = final.results.shape[1]
+    results = np.asarray(final.results)
+    for slot, (fen, _) in enumerate(STARTS):
+        board, generation = chess.Board(fen), 0
+        for t in range(PLIES):
+            if trajectory.generation[t, slot] != generation:  # the previous game ended: check its result
+                assert trajectory.generation[t, slot] == generation + 1
+                assert _result_of(board, generation) == _table(results, slot, generation, history)
+                board, generation = chess.Board(), generation + 1
+            assert bool(trajectory.white_to_move[t, slot]) == (board.turn == chess.WHITE)
+            recorded_legal = {int(a) for a in trajectory.legal_actions[t, slot] if a >= 0}
+            assert recorded_legal == notation.legal_actions(board)
+            move = notation.action_to_move(board, int(trajectory.action[t, slot]))
+            assert move in board.legal_moves
+            board.push(move)
+        assert int(final.generation[slot]) == generation  # unfinished game carries over
+        assert math.isnan(results[slot, generation % history])
+
+
+def _result_of(board: chess.Board, generation: int) -> float | None:
+    outcome = board.outcome(claim_draw=True)
+    if outcome is None:
+        assert board.ply() - _start_ply(board) == MAX_PLIES  # truncated by --max-plies
+        return None
+    return {chess.WHITE: 1.0, chess.BLACK: -1.0, None: 0.0}[outcome.winner]
+
+
+def _start_ply(board: chess.Board) -> int:
+    return board.ply() - len(board.move_stack)
+
+
+def _table(results, slot, generation, history):
+    value = results[slot, generation % history]
+    return None if math.isnan(value) else float(value)
+
+
+def test_start_positions_end_with_known_results(episode):
+    _, final, trajectory, stats = episode
+    history = final.results.shape[1]
+    for slot, (_, expected) in enumerate(STARTS[:3]):
+        assert _table(np.asarray(final.results), slot, 0, history) == expected
+    # Slots 0-2: a result at ply 1, then a fresh game truncated after 6 plies; slot 3 truncated after 6 plies.
+    assert {name: int(value) for name, value in stats.items()} == dict(
+        games_finished=7, white_wins=1, black_wins=1, draws=1, truncated=4, finished_game_plies=1 + 1 + 1 + 4 * 6)
+    np.testing.assert_array_equal(np.asarray(final.generation), [2, 2, 2, 1])
+    # Positions of the fresh games start from the initial position.
+    assert trajectory.white_to_move[1, :3].all()
+
+
+def test_replay_value_targets_come_from_results_for_both_colours(episode):
+    config, final, trajectory, _ = episode
+    buffer = replay.add(replay.init_replay(config), trajectory, final)
+    index = jnp.arange(PLIES * 4).reshape(PLIES, 4)  # positions are stored time-major: [t, slot] -> t * 4 + slot
+    value, known = (np.asarray(x) for x in replay.value_targets(buffer, index.reshape(-1)))
+    value, known = value.reshape(PLIES, 4), known.reshape(PLIES, 4)
+    # First positions: white to move and mates (+1), black to move and mates (+1 for the mover), a draw (0).
+    np.testing.assert_array_equal(known[0], [True, True, True, False])
+    np.testing.assert_array_equal(value[0, :3], [1.0, 1.0, 0.0])
+    # Everything else belongs to truncated or still running games: no value target.
+    assert not known[1:].any()
