@@ -87,7 +87,7 @@ def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
             step = state.step + optimizer.has_updated(opt_state).astype(jnp.int32)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         return TrainState(params=params, opt_state=opt_state, step=step), metrics
 
     return train_step

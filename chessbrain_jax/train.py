@@ -16,7 +16,7 @@ import traceback
 from importlib import metadata as importlib_metadata
 from typing import Any, NamedTuple, Sequence
 
-from chessbrain_jax.config import Config, ConfigError, load_config, resolve_precision
+from chessbrain_jax.config import FIELDS, Config, ConfigError, load_config, resolve_precision
 
 PROG = "chessbrain_jax.train"
 _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
@@ -79,8 +79,27 @@ def prepare_folders(config: Config) -> tuple[str, str]:
     return job_dir, checkpoint_dir
 
 
-def say(config: Config, message: str) -> None:
+def say(message: str) -> None:
     print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
+
+
+def _changed(config: Config, names: Sequence[str]) -> list[str]:
+    return [f"--{name.replace('_', '-')} {getattr(config, name)}" for name in names
+            if getattr(config, name) != FIELDS[name].default]
+
+
+def start_up_notes(config: Config) -> list[str]:
+    """Settings the user gave that this run does not use, said out loud rather than silently ignored."""
+    notes = []
+    producer = _changed(config, ("producer_workers", "producer_queue_size", "producer_device"))
+    if producer:
+        notes.append(f"{', '.join(producer)}: recorded, but self-play and training run synchronously on the device "
+                     "(producer/consumer mode is not implemented yet; see docs/architecture.md)")
+    if config.search == "gumbel":
+        puct_only = _changed(config, ("mcts_cpuct", "dirichlet_alpha", "dirichlet_fraction", "temperature_plies"))
+        if puct_only:
+            notes.append(f"{', '.join(puct_only)}: used by --search puct only; this run uses gumbel")
+    return notes
 
 
 def run(config: Config) -> RunResult:
@@ -94,17 +113,15 @@ def run(config: Config) -> RunResult:
     backend = devices[0].platform
     dtype, why = resolve_precision(config, backend)
     job_dir, checkpoint_dir = prepare_folders(config)
-    say(config, f"job {config.job_id}: {len(devices)} {backend} device(s) ({devices[0].device_kind}); "
+    say(f"job {config.job_id}: {len(devices)} {backend} device(s) ({devices[0].device_kind}); "
                 f"logs {job_dir}; checkpoints {checkpoint_dir}/{config.job_id}_step<N>")
-    say(config, f"precision: {dtype} ({why})")
-    say(config, f"episode = {config.selfplay_batch} parallel games x {config.plies_per_episode} plies = "
+    say(f"precision: {dtype} ({why})")
+    say(f"episode = {config.selfplay_batch} parallel games x {config.plies_per_episode} plies = "
                 f"{config.positions_per_episode} positions, then {config.optimizer_steps_per_episode} optimizer "
                 f"steps ({config.micro_steps_per_episode} micro-batches of {config.batch_size}); "
                 f"search {config.search} with {config.mcts_simulations} simulations")
-    if config.producer_workers or config.producer_queue_size != 16 or config.producer_device != "cpu":
-        say(config, f"note: --producer-workers {config.producer_workers} / --producer-queue-size "
-                    f"{config.producer_queue_size} / --producer-device {config.producer_device} are recorded but "
-                    "not used yet: self-play and training run synchronously on the device (see docs/architecture.md)")
+    for note in start_up_notes(config):
+        say(f"note: {note}")
 
     write_json_atomically(os.path.join(job_dir, "run.json"), {
         "job_id": config.job_id,
@@ -137,7 +154,7 @@ def run(config: Config) -> RunResult:
     train = jax.jit(learner.make_train_chunk(config, apply_fn, optimizer), donate_argnums=0).lower(
         train_state, buffer, key).compile()
     train_compile_s = time.monotonic() - compile_started
-    say(config, f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s")
+    say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s")
 
     manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
     writer = MetricsWriter(job_dir)
@@ -201,7 +218,7 @@ def run(config: Config) -> RunResult:
         manager.close()
         writer.close()
     last = checkpoint.list_checkpoints(checkpoint_dir, config.job_id)[-1].path
-    say(config, f"done: {config.episodes} episodes, {positions_seen} positions, {totals['games_finished']} games "
+    say(f"done: {config.episodes} episodes, {positions_seen} positions, {totals['games_finished']} games "
                 f"finished, optimizer step {int(train_state.step)}; last checkpoint {last}")
     return RunResult(record, train_state.params, last)
 

@@ -1,0 +1,100 @@
+"""Replay buffer: ring wraparound, sample shapes and dtypes, value lookup (known, pending, truncated, too old)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from chessbrain_jax import encoding, replay, selfplay
+from tests.conftest import make_config
+
+T, B = 3, 4
+
+
+def _trajectory(first_id: int, generation: int = 0) -> selfplay.Trajectory:
+    """A synthetic [T, B] trajectory whose entry ids (stored in the policy weight 0) are first_id, first_id + 1, ..."""
+    ids = (first_id + jnp.arange(T * B, dtype=jnp.float32)).reshape(T, B)
+    legal = jnp.full((T, B, encoding.MAX_LEGAL_MOVES), -1, jnp.int16).at[..., :3].set(jnp.int16([5, 100, 4671]))
+    return selfplay.Trajectory(
+        observation=encoding.PackedObservation(
+            bits=jnp.full((T, B, encoding.PACKED_BYTES), 255, jnp.uint8),
+            scalars=jnp.broadcast_to(ids[..., None], (T, B, encoding.SCALAR_PLANES)),
+        ),
+        legal_actions=legal,
+        policy=jnp.zeros((T, B, encoding.MAX_LEGAL_MOVES)).at[..., 0].set(ids).at[..., 1].set(1.0),
+        white_to_move=jnp.broadcast_to(jnp.arange(T)[:, None] % 2 == 0, (T, B)),
+        slot=jnp.broadcast_to(jnp.arange(B), (T, B)).astype(jnp.int32),
+        generation=jnp.full((T, B), generation, jnp.int32),
+        action=jnp.zeros((T, B), jnp.int32),
+    )
+
+
+def _games(config, results=None, generation=None) -> selfplay.SelfPlayState:
+    state = selfplay.init_selfplay(config)
+    return state._replace(
+        results=state.results if results is None else results,
+        generation=state.generation if generation is None else generation,
+    )
+
+
+def test_add_wraps_around_and_keeps_the_newest():
+    config = make_config(selfplay_batch=B, replay_capacity=20, batch_size=4)
+    buffer = replay.init_replay(config)
+    add = jax.jit(replay.add)
+    buffer = add(buffer, _trajectory(0), _games(config))
+    assert int(buffer.size) == 12 and int(buffer.insert_at) == 12
+    buffer = add(buffer, _trajectory(12), _games(config))  # 24 entries into 20 slots: 20..23 overwrite 0..3
+    assert int(buffer.size) == 20 and int(buffer.insert_at) == 4
+    stored_ids = np.asarray(buffer.policy[:, 0])
+    np.testing.assert_array_equal(stored_ids, [20, 21, 22, 23, *range(4, 20)])
+    # Every stored field moved together.
+    np.testing.assert_array_equal(np.asarray(buffer.observation.scalars[:, 0]), stored_ids)
+
+
+def test_add_larger_than_capacity_keeps_the_last_entries():
+    config = make_config(selfplay_batch=B, replay_capacity=8, batch_size=4)
+    buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config))
+    assert int(buffer.size) == 8
+    np.testing.assert_array_equal(np.sort(np.asarray(buffer.policy[:, 0])), np.arange(4, 12))
+
+
+def test_sample_shapes_dtypes_and_content():
+    config = make_config(selfplay_batch=B, replay_capacity=64, batch_size=4)
+    results = jnp.full((B, selfplay.result_history_length(config)), jnp.nan).at[:, 0].set(jnp.float32([1, -1, 0, 1]))
+    buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config, results, jnp.ones(B, jnp.int32)))
+    batch = jax.jit(replay.sample, static_argnums=2)(buffer, jax.random.PRNGKey(0), 32)
+    assert batch.observation.shape == (32, 8, 8, 119) and batch.observation.dtype == jnp.float32
+    assert batch.policy.shape == (32, 4672) and batch.policy.dtype == jnp.float32
+    assert batch.legal_mask.shape == (32, 4672) and batch.legal_mask.dtype == jnp.bool_
+    assert batch.value.shape == (32,) and batch.value.dtype == jnp.float32
+    assert batch.value_mask.shape == (32,) and batch.value_mask.dtype == jnp.bool_
+    np.testing.assert_array_equal(np.asarray(batch.legal_mask.sum(-1)), 3)
+    assert bool(jnp.all(batch.legal_mask[:, jnp.array([5, 100, 4671])]))
+    assert bool(jnp.all(batch.observation[..., :112] == 1.0))
+    ids = np.asarray(batch.policy[:, 5]).astype(int)  # entry id was stored as the weight of action 5
+    assert set(ids) <= set(range(12)) and len(set(ids)) > 4
+    # Value from the mover's view: slot = id % 4, white to move on even t = id // 4.
+    white_result = np.array([1, -1, 0, 1])[ids % 4]
+    expected = np.where((ids // 4) % 2 == 0, white_result, -white_result)
+    np.testing.assert_array_equal(np.asarray(batch.value), expected)
+    assert bool(batch.value_mask.all())
+
+
+def test_value_targets_pending_truncated_and_forgotten():
+    config = make_config(selfplay_batch=B, replay_capacity=64, batch_size=4)
+    history = selfplay.result_history_length(config)
+    # Slot 0: game 0 won by white; slot 1: game 0 truncated (NaN); slot 2: game 0 still running; slot 3: game 0's
+    # result was overwritten by game `history` (its slot has moved on by a full table).
+    results = jnp.full((B, history), jnp.nan).at[0, 0].set(1.0).at[3, 0].set(-1.0)
+    generation = jnp.int32([1, 1, 0, history])
+    buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config, results, generation))
+    value, known = replay.value_targets(buffer, jnp.arange(4))  # t = 0 (white to move), slots 0..3
+    np.testing.assert_array_equal(np.asarray(known), [True, False, False, False])
+    np.testing.assert_array_equal(np.asarray(value), [1.0, 0.0, 0.0, 0.0])
+
+
+def test_result_history_covers_the_buffer():
+    config = make_config(selfplay_batch=16, replay_capacity=4096)
+    # A slot adds one position per ply; the shortest game is 4 plies: 4096 / 16 / 4 = 64 games, plus margin.
+    assert selfplay.result_history_length(config) == 66

@@ -1,0 +1,123 @@
+"""End to end: a short training job writes metrics, TensorBoard events, run.json and checkpoints that load back."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import struct
+
+import jax
+import numpy as np
+import pytest
+
+from chessbrain_jax import chess_env, checkpoint, train
+from chessbrain_jax.config import load_config
+from chessbrain_jax.metrics import flatten
+
+REQUIRED_METRICS = ("step", "episode", "games_finished", "loss", "policy_loss", "value_loss", "l2", "learning_rate",
+                    "selfplay_positions_per_s", "train_steps_per_s", "wall_time_s")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    argv = ["--episodes", "3", "--checkpoint-interval", "2", "--selfplay-batch", "4", "--plies-per-episode", "4",
+            "--mcts-simulations", "4", "--channels", "8", "--blocks", "1", "--batch-size", "8",
+            "--replay-capacity", "64", "--max-plies", "64", "--job-id", "cli", "--quiet",
+            "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt")]
+    config, _ = load_config(argv, environ={})
+    return root, argv, config, train.run(config)
+
+
+def _tensorboard_scalars(path: str) -> dict[str, list[float]]:
+    """Reads a TensorBoard event file (TFRecord framing: length, crc, payload, crc) with tensorboardX's protos."""
+    from tensorboardX.proto import event_pb2
+
+    scalars: dict[str, list[float]] = {}
+    with open(path, "rb") as handle:
+        data = handle.read()
+    offset = 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+        offset += 12 + length + 4
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append(value.simple_value)
+    return scalars
+
+
+def test_metrics_jsonl_has_one_valid_record_per_episode(finished_run):
+    root, _, config, result = finished_run
+    lines = (root / "runs" / "cli" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["episode"] for r in records] == [1, 2, 3]
+    for record in records:
+        assert all(name in record for name in REQUIRED_METRICS), record.keys()
+        assert np.isfinite(record["loss"]) and record["selfplay_positions_per_s"] > 0
+    # Episode 1 stores 16 positions, then trains ceil(16 / 8) = 2 micro-batches = 2 optimizer steps per episode.
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert [r["positions"] for r in records] == [16, 32, 48]
+    assert flatten(result.record) == records[-1]
+
+
+def test_tensorboard_events_hold_the_same_scalars(finished_run):
+    root, *_ = finished_run
+    files = glob.glob(str(root / "runs" / "cli" / "events.out.tfevents.*"))
+    assert len(files) == 1
+    scalars = _tensorboard_scalars(files[0])
+    records = [json.loads(line) for line in (root / "runs" / "cli" / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(scalars["loss"], [r["loss"] for r in records], rtol=1e-6)
+    assert len(scalars["selfplay_positions_per_s"]) == 3 and "games/white_wins" in scalars
+
+
+def test_run_json_records_config_versions_and_devices(finished_run):
+    root, _, config, _ = finished_run
+    run = json.loads((root / "runs" / "cli" / "run.json").read_text())
+    assert run["config"] == config.to_dict()
+    for library in ("jax", "flax", "optax", "mctx", "pgx", "orbax-checkpoint"):
+        assert run["versions"][library][0].isdigit()
+    assert run["devices"] and run["backend"] == "cpu"
+    assert run["precision"]["compute_dtype"] == "float32"
+
+
+def test_checkpoints_are_step_versioned_and_load_back(finished_run):
+    root, _, config, result = finished_run
+    saved = checkpoint.list_checkpoints(str(root / "ckpt"), "cli")
+    assert [c.step for c in saved] == [4, 6]  # after episode 2 (interval) and after the last episode
+    assert [os.path.basename(c.path) for c in saved] == ["cli_step4", "cli_step6"]
+    assert result.checkpoint_path == saved[-1].path
+
+    loaded = checkpoint.load_network(result.checkpoint_path)
+    assert loaded.step == 6 and loaded.config == config
+    assert loaded.meta["episode"] == 3 and loaded.meta["pgx_version"] == chess_env.PGX_VERSION
+    observation = chess_env.initial_states(2).observation
+    expected = loaded.network.apply({"params": result.params}, observation)
+    for got, want in zip(loaded.apply(observation), expected):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    jax.tree.map(np.testing.assert_array_equal, loaded.params, result.params)
+
+    latest = checkpoint.load_network("cli", checkpoint_dir=str(root / "ckpt"))
+    assert latest.step == 6
+    older = checkpoint.load_network(saved[0].path)
+    assert older.step == 4 and older.meta["episode"] == 2
+    assert not np.array_equal(older.params["stem"]["kernel"], loaded.params["stem"]["kernel"])  # trained between
+
+
+def test_bad_checkpoint_paths_are_clear_errors(finished_run, tmp_path):
+    root, *_ = finished_run
+    with pytest.raises(checkpoint.CheckpointError, match="is not a checkpoint folder"):
+        checkpoint.load_network(str(tmp_path))
+    with pytest.raises(checkpoint.CheckpointError, match="does not exist"):
+        checkpoint.load_network(str(root / "ckpt" / "cli_step99"))
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoints of job 'other'"):
+        checkpoint.load_network("other", checkpoint_dir=str(root / "ckpt"))
+
+
+def test_rerunning_a_job_is_refused_without_touching_it(finished_run, capsys):
+    root, argv, *_ = finished_run
+    before = (root / "runs" / "cli" / "metrics.jsonl").read_bytes()
+    assert train.main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("chessbrain_jax.train: error: job 'cli' already has metrics")
+    assert (root / "runs" / "cli" / "metrics.jsonl").read_bytes() == before
