@@ -112,6 +112,9 @@ class Config:
     sample_reuse: float = _field(1.0, "Training samples drawn per generated position.", group=LEARN,
                                  minimum=0.0)
     replay_capacity: int = _field(65536, "Replay buffer size in positions.", group=LEARN, minimum=1)
+    train_loop: str = _field("auto", "How an episode's micro-batches run: scan (one jitted lax.scan), host (one "
+                             "jitted step each, dispatched without waiting), auto = host on CPU, scan elsewhere.",
+                             group=LEARN, choices=("auto", "scan", "host"))
 
     # ------------------------------------------------------------------ derived quantities
     @property

@@ -151,10 +151,11 @@ def run(config: Config) -> RunResult:
     _, trajectory_shape, _ = jax.eval_shape(play_episode, train_state.params, games, key)
     compile_started = time.monotonic()
     add = jax.jit(replay.add, donate_argnums=0).lower(buffer, trajectory_shape, games).compile()
-    train = jax.jit(learner.make_train_chunk(config, apply_fn, optimizer), donate_argnums=0).lower(
-        train_state, buffer, key).compile()
+    train = learner.TrainChunk(config, apply_fn, optimizer, learner.resolve_train_loop(config, backend))
+    train.compile(train_state, buffer, key)
     train_compile_s = time.monotonic() - compile_started
-    say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s")
+    say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s "
+        f"(training loop: {train.loop})")
 
     manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
     writer = MetricsWriter(job_dir)

@@ -101,3 +101,24 @@ def test_learning_rate_schedules():
     assert float(cosine(3)) < 0.1
     constant = learner.learning_rate_schedule(make_config(learning_rate=0.1))
     assert float(constant(0)) == float(constant(1000)) == pytest.approx(0.1)
+
+
+def test_scan_and_host_training_loops_agree():
+    from tests.test_replay import _games, _trajectory
+
+    config = make_config(selfplay_batch=4, plies_per_episode=3, batch_size=4, grad_accum_steps=2, replay_capacity=64)
+    network = model.make_network(config)
+    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    optimizer = learner.make_optimizer(config)
+    buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config))
+    params = model.init_params(network, jax.random.PRNGKey(0))
+    results = {}
+    for loop in ("scan", "host"):
+        chunk = learner.TrainChunk(config, apply_fn, optimizer, loop)
+        state = learner.init_train_state(jax.tree.map(jnp.copy, params), optimizer)
+        chunk.compile(state, buffer, jax.random.PRNGKey(5))
+        results[loop] = chunk(state, buffer, jax.random.PRNGKey(5))
+    assert config.micro_steps_per_episode == 4 and int(results["host"][0].step) == 2
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results["scan"], results["host"])
+    assert learner.resolve_train_loop(config, "cpu") == "host"
+    assert learner.resolve_train_loop(config, "gpu") == "scan"
