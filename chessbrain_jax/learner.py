@@ -120,7 +120,7 @@ class TrainChunk:
     """
 
     def __init__(self, config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, loop: str = "scan"):
-        micro_step = make_micro_step(config, apply_fn, optimizer)
+        micro_step = self._micro_step = make_micro_step(config, apply_fn, optimizer)
         self.loop = loop
         self.num_micro_steps = config.micro_steps_per_episode
         if loop == "scan":
@@ -138,6 +138,10 @@ class TrainChunk:
     def compile(self, state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array) -> None:
         """Compiles ahead of the first call (arguments are only read for their shapes)."""
         self._compiled = self._compiled.lower(state, buffer, key).compile()
+        if self.loop == "host":
+            self._split = self._split.lower(key).compile()
+            _, metrics = jax.eval_shape(self._micro_step, state, buffer, key)
+            self._mean = self._mean.lower([metrics] * self.num_micro_steps).compile()
 
     def __call__(self, state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array):
         if self.loop == "scan":

@@ -85,9 +85,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     search = make_search_fn(config, apply_fn)
     batch = config.selfplay_batch
     slots = jnp.arange(batch)
-    fresh = chess_env.initial_states(batch)
 
-    def play_move(params, carry: SelfPlayState, key: jax.Array):
+    def play_move(params, fresh: chess_env.State, carry: SelfPlayState, key: jax.Array):
         env, generation, results = carry
         key_search, key_explore, key_random = jax.random.split(key, 3)
         with jax.named_scope("search"):
@@ -147,8 +146,9 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
 
     def play_episode(params, state: SelfPlayState, key: jax.Array):
         keys = jax.random.split(key, config.plies_per_episode)
+        fresh = chess_env.initial_states(batch)  # built inside the trace: a broadcast, not a [B]-sized constant
         with jax.named_scope("selfplay"):
-            state, (trajectory, stats) = jax.lax.scan(lambda carry, k: play_move(params, carry, k), state, keys)
+            state, (trajectory, stats) = jax.lax.scan(lambda carry, k: play_move(params, fresh, carry, k), state, keys)
         return state, trajectory, {name: value.sum().astype(jnp.int32) for name, value in stats.items()}
 
     return play_episode

@@ -125,3 +125,16 @@ def test_shipped_configs_are_valid():
     assert configs, "configs/ has no YAML files"
     for path in configs:
         load_config(["--config", str(path)], environ={})
+
+
+def test_precision_resolution():
+    from chessbrain_jax.config import resolve_precision
+
+    def precision(argv, platform):
+        return resolve_precision(load_config(argv, environ={})[0], platform)[0]
+
+    assert precision([], "cpu") == "float32"
+    assert precision([], "gpu") == precision([], "tpu") == "bfloat16"
+    assert precision(["--no-amp"], "gpu") == "float32"
+    assert precision(["--precision", "bfloat16"], "cpu") == "bfloat16"
+    assert precision(["--no-amp", "--precision", "bfloat16"], "cpu") == "float32"  # --no-amp wins
