@@ -234,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # disk full, permissions, a folder that vanished: name it, no traceback
+        if debug:
+            traceback.print_exc()
+        where = f": {error.filename}" if error.filename else ""
+        print(f"{PROG}: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -24,11 +24,9 @@ MAX_PLIES = 6
 PLIES = 10
 
 
-@pytest.fixture(scope="module")
-def episode(tiny_network):
-    _, params, apply_fn = tiny_network
-    config = make_config(selfplay_batch=4, plies_per_episode=PLIES, mcts_simulations=32,
-                         gumbel_considered_actions=32, max_plies=MAX_PLIES, exploration_rate=0.0)
+def _play(apply_fn, params, **overrides):
+    config = make_config(selfplay_batch=4, plies_per_episode=PLIES, mcts_simulations=32, gumbel_considered_actions=32,
+                         max_plies=MAX_PLIES, **overrides)
     starts = [chess_env.from_fen(fen) for fen, _ in STARTS]
     start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
     state = selfplay.init_selfplay(config, start)
@@ -37,10 +35,27 @@ def episode(tiny_network):
     return config, final, jax.device_get(trajectory), jax.device_get(stats)
 
 
-def test_moves_are_legal_and_results_match_python_chess(episode):
-    config, final, trajectory, _ = episode
+@pytest.fixture(scope="module")
+def episode(tiny_network):
+    """Gumbel search, no random moves."""
+    _, params, apply_fn = tiny_network
+    return _play(apply_fn, params, exploration_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def random_episode(tiny_network):
+    """PUCT search with visit-count sampling, and every move replaced by a random legal one (epsilon = 1)."""
+    _, params, apply_fn = tiny_network
+    return _play(apply_fn, params, search="puct", exploration_rate=1.0)
+
+
+def _replay_through_python_chess(final, trajectory) -> float:
+    """Replays every slot's games with python-chess, checking legality, recorded legal sets, policy targets and results.
+
+    Returns the fraction of moves that were the policy target's most likely move."""
     history = final.results.shape[1]
     results = np.asarray(final.results)
+    greedy = []
     for slot, (fen, _) in enumerate(STARTS):
         board, generation = chess.Board(fen), 0
         for t in range(PLIES):
@@ -49,13 +64,31 @@ def test_moves_are_legal_and_results_match_python_chess(episode):
                 assert _result_of(board, generation) == _table(results, slot, generation, history)
                 board, generation = chess.Board(), generation + 1
             assert bool(trajectory.white_to_move[t, slot]) == (board.turn == chess.WHITE)
-            recorded_legal = {int(a) for a in trajectory.legal_actions[t, slot] if a >= 0}
-            assert recorded_legal == notation.legal_actions(board)
-            move = notation.action_to_move(board, int(trajectory.action[t, slot]))
+            legal = trajectory.legal_actions[t, slot]
+            assert {int(a) for a in legal if a >= 0} == notation.legal_actions(board)
+            policy = trajectory.policy[t, slot]
+            np.testing.assert_allclose(policy.sum(), 1.0, rtol=1e-5)
+            assert np.all(policy[legal < 0] == 0)
+            action = int(trajectory.action[t, slot])
+            greedy.append(action == int(legal[np.argmax(policy)]))
+            move = notation.action_to_move(board, action)
             assert move in board.legal_moves
             board.push(move)
         assert int(final.generation[slot]) == generation  # unfinished game carries over
         assert math.isnan(results[slot, generation % history])
+    return float(np.mean(greedy))
+
+
+def test_moves_are_legal_and_results_match_python_chess(episode):
+    _, final, trajectory, _ = episode
+    _replay_through_python_chess(final, trajectory)
+
+
+def test_puct_with_random_moves_is_legal_and_consistent(random_episode):
+    _, final, trajectory, stats = random_episode
+    greedy_fraction = _replay_through_python_chess(final, trajectory)
+    assert greedy_fraction < 0.5  # epsilon = 1: moves are uniformly random, rarely the search's favourite
+    assert int(stats["games_finished"]) >= 4  # every slot reaches at least the ply cap
 
 
 def _result_of(board: chess.Board, generation: int) -> float | None:

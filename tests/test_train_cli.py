@@ -22,7 +22,8 @@ REQUIRED_METRICS = ("step", "episode", "games_finished", "loss", "policy_loss", 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("job")
-    argv = ["--episodes", "3", "--checkpoint-interval", "2", "--selfplay-batch", "4", "--plies-per-episode", "4",
+    argv = ["--episodes", "3", "--checkpoint-interval", "1", "--keep-checkpoints", "2", "--selfplay-batch", "4",
+            "--plies-per-episode", "4",
             "--mcts-simulations", "4", "--channels", "8", "--blocks", "1", "--batch-size", "8",
             "--replay-capacity", "64", "--max-plies", "64", "--job-id", "cli", "--quiet",
             "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt")]
@@ -84,7 +85,7 @@ def test_run_json_records_config_versions_and_devices(finished_run):
 def test_checkpoints_are_step_versioned_and_load_back(finished_run):
     root, _, config, result = finished_run
     saved = checkpoint.list_checkpoints(str(root / "ckpt"), "cli")
-    assert [c.step for c in saved] == [4, 6]  # after episode 2 (interval) and after the last episode
+    assert [c.step for c in saved] == [4, 6]  # saved after every episode (steps 2, 4, 6); the newest 2 are kept
     assert [os.path.basename(c.path) for c in saved] == ["cli_step4", "cli_step6"]
     assert result.checkpoint_path == saved[-1].path
 
@@ -121,3 +122,14 @@ def test_rerunning_a_job_is_refused_without_touching_it(finished_run, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert error[-1].startswith("chessbrain_jax.train: error: job 'cli' already has metrics")
     assert (root / "runs" / "cli" / "metrics.jsonl").read_bytes() == before
+
+
+def test_unavailable_device_is_a_clear_error():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", "--device", "tpu", "--episodes", "1"],
+                            capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "chessbrain_jax.train: error: --device tpu: no TPU is available to JAX"
+    assert "Traceback" not in result.stderr
