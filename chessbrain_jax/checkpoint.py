@@ -101,7 +101,10 @@ def abstract_state(config: Config, dtype: str = "float32") -> dict[str, Any]:
 
 
 def config_from_meta(meta: dict[str, Any]) -> Config:
-    stored = meta.get("config", {})
+    """The `Config` stored in a checkpoint's metadata (settings unknown to this version are ignored)."""
+    stored = meta["config"]
+    if not isinstance(stored, dict):
+        raise TypeError("metadata 'config' is not a mapping")
     return Config(**{name: value for name, value in stored.items() if name in FIELDS})
 
 
@@ -170,9 +173,18 @@ def load_network(path: str, checkpoint_dir: str | None = None, dtype: str = "flo
                 raise CheckpointError(f"no checkpoints of job {job_id!r} under {os.path.abspath(root)}")
         elif step not in manager.all_steps():
             raise CheckpointError(f"{os.path.join(root, f'{job_id}_step{step}')} is not a complete checkpoint")
-        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        config = config_from_meta(meta)
-        train_state, _, meta = restore(manager, step, config)
+        folder = os.path.join(os.path.abspath(root), f"{job_id}_step{step}")
+        try:
+            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            config = config_from_meta(meta)
+        except (KeyError, ValueError, TypeError, FileNotFoundError) as error:
+            raise CheckpointError(f"{folder} has no readable metadata ({type(error).__name__}); "
+                                  "is it a chessbrain_jax checkpoint?") from None
+        try:
+            train_state, _, meta = restore(manager, step, config)
+        except (KeyError, ValueError, TypeError, FileNotFoundError) as error:
+            raise CheckpointError(f"{folder} does not match the network and optimizer its metadata describes "
+                                  f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
     finally:
         manager.close()
     return LoadedNetwork(config, model.make_network(config, dtype), train_state.params, step, meta)

@@ -23,10 +23,12 @@ class ConfigError(ValueError):
     """A bad flag, YAML file/key/value or environment variable; the message is one line for the user."""
 
 
-def _field(default, help: str, *, group: str, minimum=None, maximum=None, choices=None, flag=None):
+def _field(default, help: str, *, group: str, minimum=None, maximum=None, above=None, choices=None, flag=None):
+    """A setting; `minimum`/`maximum` are inclusive bounds, `above` an exclusive lower bound."""
     return dataclasses.field(
         default=default,
-        metadata=dict(help=help, group=group, minimum=minimum, maximum=maximum, choices=choices, flag=flag),
+        metadata=dict(help=help, group=group, minimum=minimum, maximum=maximum, above=above, choices=choices,
+                      flag=flag),
     )
 
 
@@ -50,7 +52,8 @@ class Config:
                                       group=OLD, minimum=1)
     exploration_rate: float = _field(0.1, "Epsilon: after search, play a uniformly random legal move with this "
                                      "probability.", group=OLD, minimum=0.0, maximum=1.0)
-    seed: int = _field(7, "Seed for network init, self-play and replay sampling.", group=OLD, minimum=0)
+    seed: int = _field(7, "Seed for network init, self-play and replay sampling.", group=OLD, minimum=0,
+                       maximum=2**32 - 1)
     grad_accum_steps: int = _field(1, "Micro-batches accumulated (optax.MultiSteps) per optimizer step.",
                                    group=OLD, minimum=1)
     mcts_simulations: int = _field(32, "Search simulations per move.", group=OLD, minimum=1)
@@ -88,8 +91,8 @@ class Config:
                          "Dirichlet noise at the root).", group=PLAY, choices=("gumbel", "puct"))
     gumbel_considered_actions: int = _field(16, "Gumbel search: actions considered at the root.", group=PLAY,
                                             minimum=1)
-    dirichlet_alpha: float = _field(0.3, "PUCT search: Dirichlet noise concentration at the root.", group=PLAY,
-                                    minimum=0.0)
+    dirichlet_alpha: float = _field(0.3, "PUCT search: Dirichlet noise concentration at the root (over legal "
+                                    "moves).", group=PLAY, above=0.0)
     dirichlet_fraction: float = _field(0.25, "PUCT search: weight of the Dirichlet noise at the root.", group=PLAY,
                                        minimum=0.0, maximum=1.0)
     temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
@@ -110,7 +113,7 @@ class Config:
                               minimum=0.0)
     grad_clip: float = _field(1.0, "Clip gradients to this global norm (0 disables).", group=LEARN, minimum=0.0)
     sample_reuse: float = _field(1.0, "Training samples drawn per generated position.", group=LEARN,
-                                 minimum=0.0)
+                                 above=0.0)
     replay_capacity: int = _field(65536, "Replay buffer size in positions.", group=LEARN, minimum=1)
     train_loop: str = _field("auto", "How an episode's micro-batches run: scan (one jitted lax.scan), host (one "
                              "jitted step each, dispatched without waiting), auto = host on CPU, scan elsewhere.",
@@ -165,7 +168,14 @@ def _coerce(name: str, raw: Any, where: str) -> Any:
         try:
             return int(raw.strip(), 10) if isinstance(raw, str) else int(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be an integer, got {raw!r}") from None
+            pass
+        try:  # "1e3" from a flag, environment variable or YAML (which reads 1e3 as a string)
+            value = float(raw)
+        except (TypeError, ValueError):
+            value = math.nan
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where} must be an integer, got {raw!r}")
     if kind == "float":
         if isinstance(raw, bool):
             raise ConfigError(f"{where} must be a number, got {raw!r}")
@@ -188,6 +198,8 @@ def _check_range(name: str, value: Any, where: str) -> None:
     if meta["minimum"] is not None and value < meta["minimum"]:
         bound = "a positive integer" if meta["minimum"] == 1 and _TYPES[name] == "int" else f">= {meta['minimum']}"
         raise ConfigError(f"{where} must be {bound}; got {value!r}")
+    if meta["above"] is not None and value <= meta["above"]:
+        raise ConfigError(f"{where} must be > {meta['above']}; got {value!r}")
     if meta["maximum"] is not None and value > meta["maximum"]:
         raise ConfigError(f"{where} must be <= {meta['maximum']}; got {value!r}")
 
@@ -291,7 +303,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         put(name, raw, flag_name(name))
 
     if not values.get("job_id"):
-        values["job_id"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        values["job_id"] = f"{stamp}-{os.getpid()}"  # two runs started in the same second get different ids
     if not values.get("log_dir"):
         values["log_dir"] = "./runs"
     if any(sep in values["job_id"] for sep in ("/", "\\")) or values["job_id"] in (".", ".."):

@@ -61,7 +61,7 @@ def init_train_state(params, optimizer: optax.MultiSteps) -> TrainState:
 def l2_penalty(params) -> jax.Array:
     """Sum of squared kernel weights (convolutions and dense layers; not biases or normalisation scales)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if path[-1].key == "kernel")
+    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel")
 
 
 def loss_fn(params, batch: replay.Batch, apply_fn: ApplyFn, l2_weight: float):

@@ -26,6 +26,21 @@ def mask_illegal(logits: jax.Array, legal_mask: jax.Array) -> jax.Array:
     return jnp.where(legal_mask, logits, jnp.finfo(logits.dtype).min)
 
 
+def with_root_noise(key: jax.Array, logits: jax.Array, legal_mask: jax.Array, alpha: float,
+                    fraction: float) -> jax.Array:
+    """AlphaZero's root exploration: prior = (1 - fraction) * prior + fraction * Dirichlet(alpha) over legal moves.
+
+    mctx's own Dirichlet noise spreads over all 4672 actions before illegal ones are masked, so only ~20/4672 of it
+    would reach the legal moves of a chess position; this draws it over the legal moves alone. `[B, A]` logits in,
+    `[B, A]` logits out (illegal moves stay at the dtype's minimum).
+    """
+    noise = jnp.where(legal_mask, jax.random.gamma(key, alpha, logits.shape), 0.0)
+    noise = noise / jnp.maximum(noise.sum(axis=-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
+    prior = jax.nn.softmax(logits, axis=-1)
+    mixed = (1.0 - fraction) * prior + fraction * noise
+    return mask_illegal(jnp.log(jnp.maximum(mixed, jnp.finfo(jnp.float32).tiny)), legal_mask)
+
+
 def make_recurrent_fn(apply_fn: ApplyFn) -> mctx.RecurrentFn:
     def recurrent_fn(params, rng_key, action, state: chess_env.State):
         del rng_key
@@ -59,7 +74,8 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
             value=value,
             embedding=chess_env.without_observation(states),
         )
-        invalid = ~states.legal_action_mask
+        legal = states.legal_action_mask
+        invalid = ~legal
         if config.search == "gumbel":
             return mctx.gumbel_muzero_policy(
                 params, key, root, recurrent_fn,
@@ -67,13 +83,15 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
                 invalid_actions=invalid,
                 max_num_considered_actions=config.gumbel_considered_actions,
             )
+        noise_key, search_key = jax.random.split(key)
+        root = root.replace(prior_logits=with_root_noise(
+            noise_key, root.prior_logits, legal, config.dirichlet_alpha, config.dirichlet_fraction))
         return mctx.muzero_policy(
-            params, key, root, recurrent_fn,
+            params, search_key, root, recurrent_fn,
             num_simulations=config.mcts_simulations,
             invalid_actions=invalid,
             pb_c_init=config.mcts_cpuct,
-            dirichlet_alpha=config.dirichlet_alpha,
-            dirichlet_fraction=config.dirichlet_fraction,
+            dirichlet_fraction=0.0,  # mixed in above, over legal moves only
             temperature=1.0,
         )
 

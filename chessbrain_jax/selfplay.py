@@ -54,7 +54,7 @@ class Trajectory(NamedTuple):
     action: jax.Array
 
 
-EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "finished_game_plies")
+EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "ended_game_plies")
 
 
 def result_history_length(config: Config) -> int:
@@ -80,7 +80,9 @@ def init_selfplay(config: Config, start: chess_env.State | None = None) -> SelfP
 def make_play_episode(config: Config, apply_fn: ApplyFn):
     """Returns the pure `play_episode(params, selfplay_state, key) -> (selfplay_state, Trajectory, stats)`.
 
-    `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode. Jit it (see `make_selfplay`).
+    `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode: games_finished counts games that
+    ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies`, ended_game_plies the
+    plies of both. Jit it.
     """
     search = make_search_fn(config, apply_fn)
     batch = config.selfplay_batch
@@ -135,12 +137,12 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
 
         finished = done & ~truncated
         stats = dict(
-            games_finished=done.sum(),
+            games_finished=finished.sum(),
             white_wins=(finished & (white_result > 0)).sum(),
             black_wins=(finished & (white_result < 0)).sum(),
             draws=(finished & (white_result == 0)).sum(),
             truncated=truncated.sum(),
-            finished_game_plies=jnp.where(done, ply, 0).sum(),
+            ended_game_plies=jnp.where(done, ply, 0).sum(),
         )
         return SelfPlayState(next_env, generation, results), (record, stats)
 

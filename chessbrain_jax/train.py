@@ -64,8 +64,6 @@ def prepare_folders(config: Config) -> tuple[str, str]:
 
     job_dir = os.path.abspath(os.path.join(config.log_dir, config.job_id))
     checkpoint_dir = os.path.abspath(config.checkpoint_dir)
-    if os.path.exists(os.path.join(job_dir, "metrics.jsonl")):
-        raise UsageError(f"job {config.job_id!r} already has metrics in {job_dir}; choose another --job-id")
     if os.path.isdir(checkpoint_dir) and checkpoint.list_checkpoints(checkpoint_dir, config.job_id):
         raise UsageError(f"job {config.job_id!r} already has checkpoints in {checkpoint_dir}; "
                          "choose another --job-id")
@@ -76,6 +74,10 @@ def prepare_folders(config: Config) -> tuple[str, str]:
             raise UsageError(f"{flag}: cannot create {folder}: {error.strerror}") from None
         if not os.access(folder, os.W_OK):
             raise UsageError(f"{flag}: {folder} is not writable")
+    try:  # claim the job atomically: of two runs started with one job id, the second stops here
+        open(os.path.join(job_dir, "metrics.jsonl"), "x", encoding="utf-8").close()
+    except FileExistsError:
+        raise UsageError(f"job {config.job_id!r} already has metrics in {job_dir}; choose another --job-id") from None
     return job_dir, checkpoint_dir
 
 
@@ -160,7 +162,7 @@ def run(config: Config) -> RunResult:
     manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
     writer = MetricsWriter(job_dir)
     progress = Progress(config.episodes, quiet=config.quiet)
-    totals = dict(games_finished=0, white_wins=0, black_wins=0, draws=0, truncated=0, finished_game_plies=0)
+    totals = dict.fromkeys(selfplay.EPISODE_STATS, 0)
     positions_seen = 0
     run_started = time.monotonic()
     record: dict[str, Any] = {}
@@ -197,7 +199,8 @@ def run(config: Config) -> RunResult:
                 "train_samples_per_s": (config.micro_steps_per_episode * config.batch_size / train_s)
                 if train_metrics else 0.0,
                 "games": {name: totals[name] for name in ("white_wins", "black_wins", "draws", "truncated")},
-                "mean_game_plies": totals["finished_game_plies"] / finished if finished else None,
+                "mean_game_plies": (totals["ended_game_plies"] / (finished + totals["truncated"])
+                                    if finished + totals["truncated"] else None),
                 "replay_size": min(positions_seen, config.replay_capacity),
                 "wall_time_s": time.monotonic() - run_started,
             }

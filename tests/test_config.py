@@ -64,6 +64,10 @@ def test_episode_arithmetic():
     (["--bogus"], {}, "unrecognized arguments: --bogus"),
     (["--job-id", "a/b"], {}, "plain name"),
     (["--batch-size", "64", "--replay-capacity", "32"], {}, "must not exceed --replay-capacity"),
+    (["--sample-reuse", "0"], {}, "--sample-reuse must be > 0.0"),
+    (["--dirichlet-alpha", "0"], {}, "--dirichlet-alpha must be > 0.0"),
+    (["--seed", "99999999999999999999"], {}, "--seed must be <= 4294967295"),
+    (["--episodes", "2.5"], {}, "--episodes must be an integer, got '2.5'"),
     ([], {"CHESSBRAIN_EPISODES": "-1"}, "environment variable CHESSBRAIN_EPISODES must be a positive integer"),
     ([], {"CHESSBRAIN_EPISODS": "3"}, "CHESSBRAIN_EPISODS is not a setting (did you mean 'episodes'?)"),
     ([], {"CHESSBRAIN_NO_AMP": "maybe"}, "must be a boolean"),
@@ -138,3 +142,10 @@ def test_precision_resolution():
     assert precision(["--no-amp"], "gpu") == "float32"
     assert precision(["--precision", "bfloat16"], "cpu") == "bfloat16"
     assert precision(["--no-amp", "--precision", "bfloat16"], "cpu") == "float32"  # --no-amp wins
+
+
+def test_integers_in_scientific_notation(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("replay_capacity: 1e5\nepisodes: 2.0e2\n")  # PyYAML reads these as strings
+    config, _ = load_config(["--config", str(path)], environ={"CHESSBRAIN_SEED": "1e3"})
+    assert (config.replay_capacity, config.episodes, config.seed) == (100000, 200, 1000)

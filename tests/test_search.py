@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chessbrain_jax import chess_env, notation
-from chessbrain_jax.search import make_search_fn
+from chessbrain_jax.search import make_search_fn, mask_illegal, with_root_noise
 from tests.conftest import make_config
 
 MATE_IN_ONE = [
@@ -38,6 +38,28 @@ def test_search_finds_mate_in_one_with_untrained_network(algorithm, mate_states,
     np.testing.assert_array_equal(weights.argmax(-1), mates)
     if algorithm == "gumbel":
         np.testing.assert_array_equal(np.asarray(output.action), mates)
+    else:  # PUCT's root prior carries Dirichlet noise over the legal moves (the network's prior is uniform)
+        root_prior = np.asarray(jax.nn.softmax(output.search_tree.children_prior_logits[:, 0]))
+        legal = np.asarray(states.legal_action_mask)
+        uniform = legal / legal.sum(-1, keepdims=True)
+        assert np.all(np.abs(root_prior - uniform).sum(-1) > 0.1)
+        assert np.all(root_prior[~legal] == 0)
     # The mating edge is worth exactly +1 to the mover: reward 1, then discount 0 (the value is not the network's).
     root_q = np.asarray(output.search_tree.qvalues(jnp.zeros(2, jnp.int32)))
     np.testing.assert_allclose(root_q[np.arange(2), mates], 1.0)
+
+
+def test_root_noise_mixes_dirichlet_over_legal_moves_only(mate_states):
+    states, _ = mate_states
+    legal = states.legal_action_mask
+    logits = mask_illegal(jax.random.normal(jax.random.PRNGKey(0), legal.shape), legal)
+    prior = np.asarray(jax.nn.softmax(logits))
+    noisy = np.asarray(jax.nn.softmax(with_root_noise(jax.random.PRNGKey(1), logits, legal, 0.3, 0.25)))
+    legal = np.asarray(legal)
+    assert np.all(noisy[~legal] == 0)
+    np.testing.assert_allclose(noisy.sum(-1), 1.0, rtol=1e-5)
+    noise = (noisy - 0.75 * prior) / 0.25  # what was mixed in: a distribution over the legal moves
+    assert np.all(noise[legal] > -1e-5)
+    np.testing.assert_allclose(noise.sum(-1), 1.0, rtol=1e-4)
+    unchanged = np.asarray(jax.nn.softmax(with_root_noise(jax.random.PRNGKey(1), logits, jnp.asarray(legal), 0.3, 0.0)))
+    np.testing.assert_allclose(unchanged, prior, rtol=1e-5, atol=1e-7)

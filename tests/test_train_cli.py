@@ -115,12 +115,32 @@ def test_bad_checkpoint_paths_are_clear_errors(finished_run, tmp_path):
         checkpoint.load_network("other", checkpoint_dir=str(root / "ckpt"))
 
 
+def test_incompatible_or_broken_checkpoints_are_clear_errors(finished_run, tmp_path):
+    import shutil
+
+    root, *_ = finished_run
+    for name, damage in (("shape", "channels"), ("nometa", "meta")):
+        copy = tmp_path / name / "cli_step6"
+        shutil.copytree(root / "ckpt" / "cli_step6", copy)
+        if damage == "channels":
+            meta_file = copy / "meta" / "metadata"
+            meta = json.loads(meta_file.read_text())
+            meta["config"]["channels"] = 16
+            meta_file.write_text(json.dumps(meta))
+            with pytest.raises(checkpoint.CheckpointError, match="does not match the network"):
+                checkpoint.load_network(str(copy))
+        else:
+            shutil.rmtree(copy / "meta")
+            with pytest.raises(checkpoint.CheckpointError, match="no readable metadata"):
+                checkpoint.load_network(str(copy))
+
+
 def test_rerunning_a_job_is_refused_without_touching_it(finished_run, capsys):
     root, argv, *_ = finished_run
     before = (root / "runs" / "cli" / "metrics.jsonl").read_bytes()
     assert train.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error[-1].startswith("chessbrain_jax.train: error: job 'cli' already has metrics")
+    assert error[-1].startswith("chessbrain_jax.train: error: job 'cli' already has ")
     assert (root / "runs" / "cli" / "metrics.jsonl").read_bytes() == before
 
 
