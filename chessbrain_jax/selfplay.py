@@ -34,15 +34,14 @@ class SelfPlayState(NamedTuple):
     results: jax.Array
 
 
-class Trajectory(NamedTuple):
-    """One record per ply and game: every array is `[T, B, ...]` (T = plies_per_episode, B = selfplay_batch).
+class Position(NamedTuple):
+    """A training position as self-play records it and the replay buffer stores it; `[...]` is any leading shape.
 
-    observation: packed position seen by the mover (`u8[T, B, 896]` bits, `f32[T, B, 7]` scalars).
-    legal_actions: `i16[T, B, 218]` legal moves (pgx action ids, -1 padded).
-    policy: `f32[T, B, 218]` search policy target over `legal_actions`.
-    white_to_move: `bool[T, B]`.
-    slot, generation: `i32[T, B]` the game the position belongs to.
-    action: `i32[T, B]` the move played (after epsilon-greedy mixing).
+    observation: packed position seen by the mover (`u8[..., 896]` bits, `f32[..., 7]` scalars).
+    legal_actions: `i16[..., 218]` legal moves (pgx action ids, -1 padded).
+    policy: `f32[..., 218]` search policy target over `legal_actions`.
+    white_to_move: `bool[...]`.
+    slot, generation: `i32[...]` the game the position belongs to (its value target is that game's result).
     """
 
     observation: encoding.PackedObservation
@@ -51,6 +50,15 @@ class Trajectory(NamedTuple):
     white_to_move: jax.Array
     slot: jax.Array
     generation: jax.Array
+
+
+class Trajectory(NamedTuple):
+    """One record per ply and game, `[T, B]` (T = plies_per_episode, B = selfplay_batch).
+
+    position: `Position` `[T, B, ...]`; action: `i32[T, B]` the move played (after epsilon-greedy mixing).
+    """
+
+    position: Position
     action: jax.Array
 
 
@@ -104,12 +112,14 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
 
         legal_actions, policy = jax.vmap(encoding.compact_policy)(legal, output.action_weights)
         record = Trajectory(
-            observation=encoding.pack_observation(env.observation),
-            legal_actions=legal_actions,
-            policy=policy,
-            white_to_move=chess_env.white_to_move(env),
-            slot=slots,
-            generation=generation,
+            position=Position(
+                observation=encoding.pack_observation(env.observation),
+                legal_actions=legal_actions,
+                policy=policy,
+                white_to_move=chess_env.white_to_move(env),
+                slot=slots,
+                generation=generation,
+            ),
             action=action,
         )
 
@@ -123,7 +133,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         natural_end = next_env.terminated & (decisive | (ply < PGX_MAX_PLIES))
         truncated = at_cap & ~natural_end
         done = next_env.terminated | at_cap
-        white_result = jnp.where(record.white_to_move, reward, -reward)
+        white_result = jnp.where(record.position.white_to_move, reward, -reward)
         outcome = jnp.where(truncated, jnp.nan, white_result)
 
         history = results.shape[1]

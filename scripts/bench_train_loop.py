@@ -42,12 +42,15 @@ def main() -> None:
     packed = encoding.pack_observation(start.observation)
     actions, weights = encoding.compact_policy(start.legal_action_mask[0], start.legal_action_mask[0] / 20.0)
     fill = lambda shape, value: jnp.broadcast_to(value, shape.shape).astype(shape.dtype)  # noqa: E731
+    shape = trajectory_shape.position
     trajectory = selfplay.Trajectory(
-        observation=encoding.PackedObservation(fill(trajectory_shape.observation.bits, packed.bits[0]),
-                                               fill(trajectory_shape.observation.scalars, packed.scalars[0])),
-        legal_actions=fill(trajectory_shape.legal_actions, actions), policy=fill(trajectory_shape.policy, weights),
-        white_to_move=fill(trajectory_shape.white_to_move, True), slot=fill(trajectory_shape.slot, 0),
-        generation=fill(trajectory_shape.generation, 0), action=fill(trajectory_shape.action, 0))
+        position=selfplay.Position(
+            observation=encoding.PackedObservation(fill(shape.observation.bits, packed.bits[0]),
+                                                   fill(shape.observation.scalars, packed.scalars[0])),
+            legal_actions=fill(shape.legal_actions, actions), policy=fill(shape.policy, weights),
+            white_to_move=fill(shape.white_to_move, True), slot=fill(shape.slot, 0),
+            generation=fill(shape.generation, 0)),
+        action=fill(trajectory_shape.action, 0))
     buffer = replay.add(replay.init_replay(config), trajectory, games)
 
     result = {"device": str(jax.devices()[0].device_kind), "jax": jax.__version__, "channels": args.channels,

@@ -16,7 +16,7 @@ def _trajectory(first_id: int, generation: int = 0) -> selfplay.Trajectory:
     """A synthetic [T, B] trajectory whose entry ids (stored in the policy weight 0) are first_id, first_id + 1, ..."""
     ids = (first_id + jnp.arange(T * B, dtype=jnp.float32)).reshape(T, B)
     legal = jnp.full((T, B, encoding.MAX_LEGAL_MOVES), -1, jnp.int16).at[..., :3].set(jnp.int16([5, 100, 4671]))
-    return selfplay.Trajectory(
+    position = selfplay.Position(
         observation=encoding.PackedObservation(
             bits=jnp.full((T, B, encoding.PACKED_BYTES), 255, jnp.uint8),
             scalars=jnp.broadcast_to(ids[..., None], (T, B, encoding.SCALAR_PLANES)),
@@ -26,8 +26,8 @@ def _trajectory(first_id: int, generation: int = 0) -> selfplay.Trajectory:
         white_to_move=jnp.broadcast_to(jnp.arange(T)[:, None] % 2 == 0, (T, B)),
         slot=jnp.broadcast_to(jnp.arange(B), (T, B)).astype(jnp.int32),
         generation=jnp.full((T, B), generation, jnp.int32),
-        action=jnp.zeros((T, B), jnp.int32),
     )
+    return selfplay.Trajectory(position=position, action=jnp.zeros((T, B), jnp.int32))
 
 
 def _games(config, results=None, generation=None) -> selfplay.SelfPlayState:
@@ -46,17 +46,17 @@ def test_add_wraps_around_and_keeps_the_newest():
     assert int(buffer.size) == 12 and int(buffer.insert_at) == 12
     buffer = add(buffer, _trajectory(12), _games(config))  # 24 entries into 20 slots: 20..23 overwrite 0..3
     assert int(buffer.size) == 20 and int(buffer.insert_at) == 4
-    stored_ids = np.asarray(buffer.policy[:, 0])
+    stored_ids = np.asarray(buffer.positions.policy[:, 0])
     np.testing.assert_array_equal(stored_ids, [20, 21, 22, 23, *range(4, 20)])
     # Every stored field moved together.
-    np.testing.assert_array_equal(np.asarray(buffer.observation.scalars[:, 0]), stored_ids)
+    np.testing.assert_array_equal(np.asarray(buffer.positions.observation.scalars[:, 0]), stored_ids)
 
 
 def test_add_larger_than_capacity_keeps_the_last_entries():
     config = make_config(selfplay_batch=B, replay_capacity=8, batch_size=4)
     buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config))
     assert int(buffer.size) == 8
-    np.testing.assert_array_equal(np.sort(np.asarray(buffer.policy[:, 0])), np.arange(4, 12))
+    np.testing.assert_array_equal(np.sort(np.asarray(buffer.positions.policy[:, 0])), np.arange(4, 12))
 
 
 def test_sample_shapes_dtypes_and_content():

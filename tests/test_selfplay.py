@@ -59,14 +59,14 @@ def _replay_through_python_chess(final, trajectory) -> float:
     for slot, (fen, _) in enumerate(STARTS):
         board, generation = chess.Board(fen), 0
         for t in range(PLIES):
-            if trajectory.generation[t, slot] != generation:  # the previous game ended: check its result
-                assert trajectory.generation[t, slot] == generation + 1
+            if trajectory.position.generation[t, slot] != generation:  # the previous game ended: check its result
+                assert trajectory.position.generation[t, slot] == generation + 1
                 assert _result_of(board, generation) == _table(results, slot, generation, history)
                 board, generation = chess.Board(), generation + 1
-            assert bool(trajectory.white_to_move[t, slot]) == (board.turn == chess.WHITE)
-            legal = trajectory.legal_actions[t, slot]
+            assert bool(trajectory.position.white_to_move[t, slot]) == (board.turn == chess.WHITE)
+            legal = trajectory.position.legal_actions[t, slot]
             assert {int(a) for a in legal if a >= 0} == notation.legal_actions(board)
-            policy = trajectory.policy[t, slot]
+            policy = trajectory.position.policy[t, slot]
             np.testing.assert_allclose(policy.sum(), 1.0, rtol=1e-5)
             assert np.all(policy[legal < 0] == 0)
             action = int(trajectory.action[t, slot])
@@ -118,7 +118,7 @@ def test_start_positions_end_with_known_results(episode):
         games_finished=3, white_wins=1, black_wins=1, draws=1, truncated=4, ended_game_plies=1 + 1 + 1 + 4 * 6)
     np.testing.assert_array_equal(np.asarray(final.generation), [2, 2, 2, 1])
     # Positions of the fresh games start from the initial position.
-    assert trajectory.white_to_move[1, :3].all()
+    assert trajectory.position.white_to_move[1, :3].all()
 
 
 def test_replay_value_targets_come_from_results_for_both_colours(episode):
