@@ -1,7 +1,8 @@
 """Step-versioned Orbax checkpoints `<checkpoint-dir>/<job-id>_step<N>` and loading them back into a network.
 
-A checkpoint holds `state` (params, optimizer state including MultiSteps accumulators, optimizer step, RNG key) and
-`meta` (JSON: resolved config, episode and game counters, last metrics, library and pgx environment versions). Orbax
+A checkpoint holds `state` (params, optimizer state including MultiSteps accumulators, optimizer step, RNG key),
+`run` (the games in progress with their results table, and the replay buffer: what an exact resume needs) and `meta`
+(JSON: resolved config, episode and game counters, last metrics, library and pgx environment versions). Orbax
 writes each step to a temporary folder and renames it when complete, so an interrupted save never looks like a
 checkpoint. Several jobs may share one checkpoint folder: each sees only its own `<job-id>_step<N>` folders.
 """
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from etils import epath
 
-from chessbrain_jax import chess_env, learner, model
+from chessbrain_jax import chess_env, learner, model, replay, selfplay
 from chessbrain_jax.config import FIELDS, Config
 
 _STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
@@ -73,7 +74,15 @@ def make_manager(checkpoint_dir: str, job_id: str, keep: int = 0, read_only: boo
     return ocp.CheckpointManager(os.path.abspath(checkpoint_dir), options=options)
 
 
-def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Array, meta: dict[str, Any]) -> None:
+class RunState(NamedTuple):
+    """What a job needs beyond the network to continue exactly: games in progress and the replay buffer."""
+
+    games: selfplay.SelfPlayState
+    buffer: replay.ReplayBuffer
+
+
+def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Array, run: RunState,
+         meta: dict[str, Any]) -> None:
     """Starts an asynchronous save of step `state.step` (call `manager.wait_until_finished()` to rely on it)."""
     meta = dict(meta, pgx_version=chess_env.PGX_VERSION, env_id=chess_env.ENV_ID, step=int(state.step),
                 saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
@@ -81,6 +90,7 @@ def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Arr
         int(state.step),
         args=ocp.args.Composite(
             state=ocp.args.StandardSave({"train_state": state, "rng": jax.random.key_data(rng)}),
+            run=ocp.args.StandardSave({"games": run.games, "buffer": run.buffer}),
             meta=ocp.args.JsonSave(meta),
         ),
     )
@@ -96,8 +106,29 @@ def abstract_state(config: Config, dtype: str = "float32") -> dict[str, Any]:
         return {"train_state": learner.init_train_state(params, optimizer),
                 "rng": jax.random.key_data(jax.random.PRNGKey(0))}
 
+    return _on_default_device(jax.eval_shape(build))
+
+
+def _on_default_device(shapes):
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), jax.eval_shape(build))
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+    """The JSON metadata of `step` (raises KeyError/ValueError/FileNotFoundError when unreadable)."""
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a JSON object")
+    return meta
+
+
+def restore_run(manager: ocp.CheckpointManager, step: int, config: Config) -> RunState:
+    """The games in progress and replay buffer saved at `step`, restored into the shapes `config` implies."""
+    template = {"games": jax.eval_shape(lambda: selfplay.init_selfplay(config)),
+                "buffer": jax.eval_shape(lambda: replay.init_replay(config))}
+    restored = manager.restore(
+        step, args=ocp.args.Composite(run=ocp.args.StandardRestore(_on_default_device(template))))["run"]
+    return RunState(restored["games"], restored["buffer"])
 
 
 def config_from_meta(meta: dict[str, Any]) -> Config:
@@ -175,8 +206,7 @@ def load_network(path: str, checkpoint_dir: str | None = None, dtype: str = "flo
             raise CheckpointError(f"{os.path.join(root, f'{job_id}_step{step}')} is not a complete checkpoint")
         folder = os.path.join(os.path.abspath(root), f"{job_id}_step{step}")
         try:
-            meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-            config = config_from_meta(meta)
+            config = config_from_meta(read_meta(manager, step))
         except (KeyError, ValueError, TypeError, FileNotFoundError) as error:
             raise CheckpointError(f"{folder} has no readable metadata ({type(error).__name__}); "
                                   "is it a chessbrain_jax checkpoint?") from None

@@ -253,6 +253,12 @@ def build_parser(prog: str = "python -m chessbrain_jax.train") -> argparse.Argum
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys are the field names below "
                         "(e.g. batch_size: 32).")
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    parser.add_argument("--resume", action="store_true", help="Continue job --job-id from its latest good "
+                        "checkpoint (exactly: network, optimizer, RNG, games in progress, replay buffer). Only run "
+                        "controls (e.g. --episodes, --checkpoint-interval, --device) may differ from the job's "
+                        "settings. Without checkpoints, the job starts fresh.")
+    parser.add_argument("--overwrite", action="store_true", help="Start job --job-id again, deleting its metrics "
+                        "folder and checkpoints.")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, field in FIELDS.items():
         meta = field.metadata
@@ -269,12 +275,14 @@ def build_parser(prog: str = "python -m chessbrain_jax.train") -> argparse.Argum
 def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> tuple[Config, dict]:
     """Merges defaults < YAML < environment < flags into a validated `Config`.
 
-    Returns the config and the parsed extra options (`debug`). Raises `ConfigError` with a one-line message.
+    Returns the config and the run options that are not settings (`debug`, `resume`, `overwrite`, `config_file`,
+    and `explicit`: the names set by YAML, environment or flags). Raises `ConfigError` with a one-line message.
     """
     environ = os.environ if environ is None else environ
     parser = build_parser()
     namespace = vars(parser.parse_args(list(sys.argv[1:] if argv is None else argv)))
-    extras = {"debug": bool(namespace.pop("debug", False)), "config_file": namespace.pop("config", None)}
+    extras = {"debug": bool(namespace.pop("debug", False)), "config_file": namespace.pop("config", None),
+              "resume": bool(namespace.pop("resume", False)), "overwrite": bool(namespace.pop("overwrite", False))}
 
     values: dict[str, Any] = {}
     where: dict[str, str] = {}
@@ -310,6 +318,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if any(sep in values["job_id"] for sep in ("/", "\\")) or values["job_id"] in (".", ".."):
         raise ConfigError(f"{where.get('job_id', '--job-id')} must be a plain name without path separators; "
                           f"got {values['job_id']!r}")
+    if extras["resume"] and extras["overwrite"]:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    extras["explicit"] = set(where)
     config = Config(**values)
     if config.batch_size > config.replay_capacity:
         raise ConfigError(f"--batch-size ({config.batch_size}) must not exceed --replay-capacity "

@@ -21,12 +21,11 @@ from chessbrain_jax import replay
 from chessbrain_jax.config import Config
 from chessbrain_jax.search import ApplyFn, mask_illegal
 
-LOSS_METRICS = ("loss", "policy_loss", "value_loss", "l2", "grad_norm", "value_targets_known")
-
 
 @flax.struct.dataclass
 class TrainState:
-    """params: float32 network parameters; opt_state: `optax.MultiSteps` state; step: `i32[]` optimizer updates."""
+    """params: float32 network parameters; opt_state: `optax.MultiSteps` state; step: `i32[]` optimizer updates
+    applied (MultiSteps' gradient_step: skipped non-finite micro-batches do not count)."""
 
     params: Any
     opt_state: Any
@@ -51,7 +50,9 @@ def make_optimizer(config: Config) -> optax.MultiSteps:
         inner = optax.adam(schedule)
     if config.grad_clip > 0:
         inner = optax.chain(optax.clip_by_global_norm(config.grad_clip), inner)
-    return optax.MultiSteps(inner, every_k_schedule=config.grad_accum_steps)
+    # A micro-batch whose gradient is not finite is skipped (counted in the MultiSteps state), not applied.
+    return optax.MultiSteps(inner, every_k_schedule=config.grad_accum_steps,
+                            should_skip_update_fn=optax.skip_not_finite)
 
 
 def init_train_state(params, optimizer: optax.MultiSteps) -> TrainState:
@@ -86,9 +87,9 @@ def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
             grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            step = state.step + optimizer.has_updated(opt_state).astype(jnp.int32)
         metrics["grad_norm"] = optax.tree.norm(grads)
-        return TrainState(params=params, opt_state=opt_state, step=step), metrics
+        metrics["nonfinite_skipped"] = opt_state.skip_state["should_skip"].astype(jnp.float32)
+        return TrainState(params=params, opt_state=opt_state, step=opt_state.gradient_step.astype(jnp.int32)), metrics
 
     return train_step
 

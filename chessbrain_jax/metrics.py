@@ -38,13 +38,14 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 class MetricsWriter:
     """Appends one JSON object per call to `metrics.jsonl` and the same numbers as TensorBoard scalars."""
 
-    def __init__(self, job_dir: str):
+    def __init__(self, job_dir: str, purge_step: int | None = None):
+        """`purge_step`: on resume, TensorBoard hides events at and after this step from earlier runs."""
         from tensorboardX import SummaryWriter
 
         os.makedirs(job_dir, exist_ok=True)
         self.path = os.path.join(job_dir, "metrics.jsonl")
         self._jsonl = open(self.path, "a", encoding="utf-8")
-        self._tensorboard = SummaryWriter(logdir=job_dir, flush_secs=30)
+        self._tensorboard = SummaryWriter(logdir=job_dir, flush_secs=30, purge_step=purge_step)
 
     def write(self, step: int, record: Mapping[str, Any]) -> None:
         flat = flatten(record)
@@ -77,16 +78,17 @@ def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
 class Progress:
     """A one-line progress bar on a terminal (episodes, positions/s, ETA); plain lines when quiet or not a tty."""
 
-    def __init__(self, total: int, quiet: bool = False, stream: TextIO | None = None):
+    def __init__(self, total: int, quiet: bool = False, stream: TextIO | None = None, done: int = 0):
+        """`done`: episodes already completed (a resumed job), so the ETA counts only this run's pace."""
         self.total = total
         self.stream = stream or sys.stderr
         self.live = not quiet and self.stream.isatty()
         self.started = time.monotonic()
-        self.first_done: int | None = None
+        self.already_done = done
 
     def update(self, done: int, text: str) -> None:
         elapsed = time.monotonic() - self.started
-        eta = elapsed / max(done, 1) * (self.total - done)
+        eta = elapsed / max(done - self.already_done, 1) * (self.total - done)
         width = 24
         filled = int(width * done / max(self.total, 1))
         bar = "#" * filled + "." * (width - filled)

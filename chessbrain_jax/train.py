@@ -7,10 +7,14 @@ compiled chunks -- metrics, progress and checkpoints. Nothing inside a chunk wai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
+import shutil
+import signal
 import sys
+import threading
 import time
 import traceback
 from importlib import metadata as importlib_metadata
@@ -58,15 +62,25 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def prepare_folders(config: Config) -> tuple[str, str]:
-    """Creates `<log-dir>/<job-id>/` and the checkpoint folder; refuses to write into an existing job."""
+def prepare_folders(config: Config, resume: bool, overwrite: bool) -> tuple[str, str, bool]:
+    """Creates `<log-dir>/<job-id>/` and the checkpoint folder. Returns (job dir, checkpoint dir, job existed).
+
+    An existing job is refused unless `resume` (continue it) or `overwrite` (delete its metrics folder and
+    checkpoints, then start again)."""
     from chessbrain_jax import checkpoint
 
     job_dir = os.path.abspath(os.path.join(config.log_dir, config.job_id))
     checkpoint_dir = os.path.abspath(config.checkpoint_dir)
-    if os.path.isdir(checkpoint_dir) and checkpoint.list_checkpoints(checkpoint_dir, config.job_id):
-        raise UsageError(f"job {config.job_id!r} already has checkpoints in {checkpoint_dir}; "
-                         "choose another --job-id")
+    saved = checkpoint.list_checkpoints(checkpoint_dir, config.job_id) if os.path.isdir(checkpoint_dir) else []
+    exists = bool(saved) or os.path.exists(os.path.join(job_dir, "metrics.jsonl"))
+    if exists and overwrite:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        for info in saved:
+            shutil.rmtree(info.path)
+        exists = False
+    elif exists and not resume:
+        raise UsageError(f"job {config.job_id!r} already exists ({len(saved)} checkpoints in {checkpoint_dir}, "
+                         f"logs in {job_dir}); use --resume to continue it or --overwrite to start it again")
     for folder, flag in ((job_dir, "--log-dir"), (checkpoint_dir, "--checkpoint-dir")):
         try:
             os.makedirs(folder, exist_ok=True)
@@ -74,11 +88,80 @@ def prepare_folders(config: Config) -> tuple[str, str]:
             raise UsageError(f"{flag}: cannot create {folder}: {error.strerror}") from None
         if not os.access(folder, os.W_OK):
             raise UsageError(f"{flag}: {folder} is not writable")
-    try:  # claim the job atomically: of two runs started with one job id, the second stops here
-        open(os.path.join(job_dir, "metrics.jsonl"), "x", encoding="utf-8").close()
-    except FileExistsError:
-        raise UsageError(f"job {config.job_id!r} already has metrics in {job_dir}; choose another --job-id") from None
-    return job_dir, checkpoint_dir
+    if not exists:
+        try:  # claim the job atomically: of two runs started with one job id, the second stops here
+            open(os.path.join(job_dir, "metrics.jsonl"), "x", encoding="utf-8").close()
+        except FileExistsError:
+            raise UsageError(f"job {config.job_id!r} was just started by another run; choose another --job-id") \
+                from None
+    return job_dir, checkpoint_dir, exists
+
+
+# Settings a resumed job may change; every other setting shapes the state or the math and stays the job's own.
+RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "log_every", "quiet", "log_dir",
+                "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
+                "producer_queue_size", "producer_device")
+
+
+def resumed_config(stored: Config, current: Config, explicit: set[str]) -> Config:
+    """The job's stored settings with this invocation's run controls; an explicit change of any other is an error."""
+    for name in sorted(explicit - set(RUN_CONTROLS)):
+        if getattr(current, name) != getattr(stored, name):
+            raise UsageError(f"--resume: --{name.replace('_', '-')} {getattr(current, name)} differs from the job's "
+                             f"{getattr(stored, name)}; a resumed job keeps its settings (only "
+                             f"{', '.join('--' + n.replace('_', '-') for n in RUN_CONTROLS[:4])}, ... may change)")
+    return dataclasses.replace(stored, **{name: getattr(current, name) for name in RUN_CONTROLS})
+
+
+def keep_metrics_up_to(path: str, last_episode: int) -> int:
+    """Rewrites `metrics.jsonl` (atomically) without records after `last_episode` or torn lines; returns how many
+    records it dropped. Records written after the checkpoint a job resumes from would otherwise repeat."""
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if isinstance(record, dict) and record.get("episode", 0) <= last_episode:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.writelines(kept)
+    os.replace(temporary, path)
+    return dropped
+
+
+class GracefulStop:
+    """SIGINT/SIGTERM ask the loop to stop after the current episode (with a checkpoint); a second SIGINT aborts."""
+
+    def __init__(self):
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, number, frame):
+        name = signal.Signals(number).name
+        if self.requested and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = name
+        say(f"{name}: finishing the current episode, then saving a checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+class TrainingDiverged(Exception):
+    """Every update of an episode had a non-finite gradient; the last good state was checkpointed."""
 
 
 def say(message: str) -> None:
@@ -104,8 +187,24 @@ def start_up_notes(config: Config) -> list[str]:
     return notes
 
 
-def run(config: Config) -> RunResult:
-    """Runs the job described by `config`."""
+def _restore_latest_good(manager, steps: list[int], config: Config):
+    """(step, train state, rng, run state, meta) of the newest checkpoint that restores; older ones are fallbacks."""
+    from chessbrain_jax import checkpoint
+
+    for step in sorted(steps, reverse=True):
+        try:
+            train_state, rng, meta = checkpoint.restore(manager, step, config)
+            run_state = checkpoint.restore_run(manager, step, config)
+            return step, train_state, rng, run_state, meta
+        except (KeyError, ValueError, TypeError, OSError) as error:
+            reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+            say(f"warning: checkpoint {config.job_id}_step{step} cannot be restored ({reason}); "
+                "trying the previous one")
+    raise UsageError(f"--resume: none of the {len(steps)} checkpoints of job {config.job_id!r} can be restored")
+
+
+def run(config: Config, resume: bool = False, overwrite: bool = False, explicit: set[str] | None = None) -> RunResult:
+    """Runs (or, with `resume`, continues) the job described by `config`."""
     devices = select_device(config.device)
     import jax
 
@@ -113,18 +212,48 @@ def run(config: Config) -> RunResult:
     from chessbrain_jax.metrics import MetricsWriter, Progress, write_json_atomically
 
     backend = devices[0].platform
+    job_dir, checkpoint_dir, exists = prepare_folders(config, resume, overwrite)
+    manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
+    steps = list(manager.all_steps()) if exists else []
+    if steps:
+        try:
+            stored = checkpoint.config_from_meta(checkpoint.read_meta(manager, max(steps)))
+        except (KeyError, ValueError, TypeError, OSError):
+            stored = checkpoint.config_from_meta(checkpoint.read_meta(manager, sorted(steps)[-2])) \
+                if len(steps) > 1 else config
+        config = resumed_config(stored, config, explicit if explicit is not None else set())
+    elif resume:
+        say(f"--resume: job {config.job_id} has no checkpoints yet; starting it")
     dtype, why = resolve_precision(config, backend)
-    job_dir, checkpoint_dir = prepare_folders(config)
     say(f"job {config.job_id}: {len(devices)} {backend} device(s) ({devices[0].device_kind}); "
-                f"logs {job_dir}; checkpoints {checkpoint_dir}/{config.job_id}_step<N>")
+        f"logs {job_dir}; checkpoints {checkpoint_dir}/{config.job_id}_step<N>")
     say(f"precision: {dtype} ({why})")
     say(f"episode = {config.selfplay_batch} parallel games x {config.plies_per_episode} plies = "
-                f"{config.positions_per_episode} positions, then {config.optimizer_steps_per_episode} optimizer "
-                f"steps ({config.micro_steps_per_episode} micro-batches of {config.batch_size}); "
-                f"search {config.search} with {config.mcts_simulations} simulations")
+        f"{config.positions_per_episode} positions, then {config.optimizer_steps_per_episode} optimizer "
+        f"steps ({config.micro_steps_per_episode} micro-batches of {config.batch_size}); "
+        f"search {config.search} with {config.mcts_simulations} simulations")
     for note in start_up_notes(config):
         say(f"note: {note}")
 
+    network = model.make_network(config, dtype)
+    apply_fn = lambda params, observation: network.apply({"params": params}, observation)  # noqa: E731
+    optimizer = learner.make_optimizer(config)
+    schedule = learner.learning_rate_schedule(config)
+    first_episode, positions_seen, totals = 1, 0, dict.fromkeys(selfplay.EPISODE_STATS, 0)
+    if steps:
+        step, train_state, key, run_state, meta = _restore_latest_good(manager, steps, config)
+        games, buffer = run_state
+        first_episode, positions_seen = int(meta["episode"]) + 1, int(meta["positions"])
+        totals.update({name: int(value) for name, value in meta["totals"].items() if name in totals})
+        dropped = keep_metrics_up_to(os.path.join(job_dir, "metrics.jsonl"), int(meta["episode"]))
+        say(f"resuming after episode {meta['episode']} from {config.job_id}_step{step}"
+            + (f" ({dropped} later metrics records dropped)" if dropped else ""))
+    else:
+        key = jax.random.PRNGKey(config.seed)
+        key, init_key = jax.random.split(key)
+        train_state = learner.init_train_state(model.init_params(network, init_key), optimizer)
+        games = selfplay.init_selfplay(config)
+        buffer = replay.init_replay(config)
     write_json_atomically(os.path.join(job_dir, "run.json"), {
         "job_id": config.job_id,
         "config": config.to_dict(),
@@ -134,17 +263,8 @@ def run(config: Config) -> RunResult:
         "precision": {"compute_dtype": dtype, "reason": why, "params_dtype": "float32"},
         "command": sys.argv,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "resumed_from_episode": first_episode - 1 if steps else None,
     })
-
-    network = model.make_network(config, dtype)
-    apply_fn = lambda params, observation: network.apply({"params": params}, observation)  # noqa: E731
-    optimizer = learner.make_optimizer(config)
-    schedule = learner.learning_rate_schedule(config)
-    key = jax.random.PRNGKey(config.seed)
-    key, init_key = jax.random.split(key)
-    train_state = learner.init_train_state(model.init_params(network, init_key), optimizer)
-    games = selfplay.init_selfplay(config)
-    buffer = replay.init_replay(config)
 
     play_episode = selfplay.make_play_episode(config, apply_fn)
     compile_started = time.monotonic()
@@ -159,84 +279,105 @@ def run(config: Config) -> RunResult:
     say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s "
         f"(training loop: {train.loop})")
 
-    manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
-    writer = MetricsWriter(job_dir)
-    progress = Progress(config.episodes, quiet=config.quiet)
-    totals = dict.fromkeys(selfplay.EPISODE_STATS, 0)
-    positions_seen = 0
+    writer = MetricsWriter(job_dir, purge_step=int(train_state.step) + 1 if steps else None)
+    progress = Progress(config.episodes, quiet=config.quiet, done=first_episode - 1)
     run_started = time.monotonic()
     record: dict[str, Any] = {}
+    stop = GracefulStop()
+
+    def save(episode: int) -> None:
+        if int(train_state.step) in manager.all_steps():  # no optimizer step since the last save: nothing new
+            return
+        checkpoint.save(manager, train_state, key, checkpoint.RunState(games, buffer), {
+            "config": config.to_dict(), "episode": episode, "games_finished": totals["games_finished"],
+            "positions": positions_seen, "totals": totals, "metrics": json.loads(json.dumps(record, default=float)),
+        })
+        writer.flush()
+
     try:
-        for episode in range(1, config.episodes + 1):
-            key, play_key, train_key = jax.random.split(key, 3)
-            started = time.monotonic()
-            games, trajectory, stats = play(train_state.params, games, play_key)
-            buffer = add(buffer, trajectory, games)
-            stats = jax.device_get(stats)
-            selfplay_s = time.monotonic() - started
-            positions_seen += config.positions_per_episode
-            for name, value in stats.items():
-                totals[name] += int(value)
+        with stop:
+            for episode in range(first_episode, config.episodes + 1):
+                key, play_key, train_key = jax.random.split(key, 3)
+                started = time.monotonic()
+                games, trajectory, stats = play(train_state.params, games, play_key)
+                buffer = add(buffer, trajectory, games)
+                stats = jax.device_get(stats)
+                selfplay_s = time.monotonic() - started
+                positions_seen += config.positions_per_episode
+                for name, value in stats.items():
+                    totals[name] += int(value)
 
-            started = time.monotonic()
-            train_metrics: dict[str, float] = {}
-            if min(positions_seen, config.replay_capacity) >= config.batch_size:
-                train_state, train_metrics = train(train_state, buffer, train_key)
-                train_metrics = {name: float(value) for name, value in jax.device_get(train_metrics).items()}
-            train_s = time.monotonic() - started
-            step = int(train_state.step)
+                started = time.monotonic()
+                train_metrics: dict[str, float] = {}
+                if min(positions_seen, config.replay_capacity) >= config.batch_size:
+                    train_state, train_metrics = train(train_state, buffer, train_key)
+                    train_metrics = {name: float(value) for name, value in jax.device_get(train_metrics).items()}
+                train_s = time.monotonic() - started
+                step = int(train_state.step)
+                skipped = round(train_metrics.pop("nonfinite_skipped", 0.0) * config.micro_steps_per_episode)
 
-            finished = totals["games_finished"]
-            record = {
-                "step": step,
-                "episode": episode,
-                "games_finished": finished,
-                "positions": positions_seen,
-                **train_metrics,
-                "learning_rate": float(schedule(max(step - 1, 0))),
-                "selfplay_positions_per_s": config.positions_per_episode / selfplay_s,
-                "train_steps_per_s": (config.optimizer_steps_per_episode / train_s) if train_metrics else 0.0,
-                "train_samples_per_s": (config.micro_steps_per_episode * config.batch_size / train_s)
-                if train_metrics else 0.0,
-                "games": {name: totals[name] for name in ("white_wins", "black_wins", "draws", "truncated")},
-                "mean_game_plies": (totals["ended_game_plies"] / (finished + totals["truncated"])
-                                    if finished + totals["truncated"] else None),
-                "replay_size": min(positions_seen, config.replay_capacity),
-                "wall_time_s": time.monotonic() - run_started,
-            }
-            if episode % config.log_every == 0 or episode == config.episodes:
-                writer.write(step, record)
-            loss_text = f"loss {train_metrics['loss']:.3f}" if train_metrics else "loss -"
-            progress.update(episode, f"step {step} | {loss_text} | {record['selfplay_positions_per_s']:.1f} pos/s "
-                                     f"| games {finished}")
-            due = episode % config.checkpoint_interval == 0 or episode == config.episodes
-            if due and step not in manager.all_steps():  # no optimizer step since the last save: nothing new
-                checkpoint.save(manager, train_state, key, {
-                    "config": config.to_dict(), "episode": episode, "games_finished": finished,
-                    "positions": positions_seen, "metrics": json.loads(json.dumps(record, default=float)),
-                })
-                writer.flush()
+                finished = totals["games_finished"]
+                record = {
+                    "step": step,
+                    "episode": episode,
+                    "games_finished": finished,
+                    "positions": positions_seen,
+                    **train_metrics,
+                    "nonfinite_skipped": skipped,
+                    "learning_rate": float(schedule(max(step - 1, 0))),
+                    "selfplay_positions_per_s": config.positions_per_episode / selfplay_s,
+                    "train_steps_per_s": (config.optimizer_steps_per_episode / train_s) if train_metrics else 0.0,
+                    "train_samples_per_s": (config.micro_steps_per_episode * config.batch_size / train_s)
+                    if train_metrics else 0.0,
+                    "games": {name: totals[name] for name in ("white_wins", "black_wins", "draws", "truncated")},
+                    "mean_game_plies": (totals["ended_game_plies"] / (finished + totals["truncated"])
+                                        if finished + totals["truncated"] else None),
+                    "replay_size": min(positions_seen, config.replay_capacity),
+                    "wall_time_s": time.monotonic() - run_started,
+                }
+                if episode % config.log_every == 0 or episode == config.episodes or stop.requested:
+                    writer.write(step, record)
+                loss = train_metrics.get("loss")
+                loss_text = f"loss {loss:.3f}" if loss is not None else "loss -"
+                progress.update(episode, f"step {step} | {loss_text} | {record['selfplay_positions_per_s']:.1f} "
+                                         f"pos/s | games {finished}")
+                if train_metrics and skipped == config.micro_steps_per_episode:
+                    save(episode)
+                    raise TrainingDiverged(
+                        f"every update of episode {episode} had a non-finite loss or gradient; the last good state "
+                        f"is checkpointed as {config.job_id}_step{step}; lower --learning-rate or "
+                        "--grad-clip before resuming")
+                if episode % config.checkpoint_interval == 0 or episode == config.episodes or stop.requested:
+                    save(episode)
+                if stop.requested:
+                    say(f"stopped by {stop.requested} after episode {episode}; continue with --resume")
+                    break
     finally:
         progress.close()
         manager.wait_until_finished()
         manager.close()
         writer.close()
-    last = checkpoint.list_checkpoints(checkpoint_dir, config.job_id)[-1].path
-    say(f"done: {config.episodes} episodes, {positions_seen} positions, {totals['games_finished']} games "
-                f"finished, optimizer step {int(train_state.step)}; last checkpoint {last}")
+    saved = checkpoint.list_checkpoints(checkpoint_dir, config.job_id)
+    last = saved[-1].path if saved else ""
+    if not stop.requested:
+        say(f"done: {config.episodes} episodes, {positions_seen} positions, {totals['games_finished']} games "
+            f"finished, optimizer step {int(train_state.step)}; last checkpoint {last}")
     return RunResult(record, train_state.params, last)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        config, _ = load_config(argv)
-        run(config)
+        config, options = load_config(argv)
+        run(config, resume=options["resume"], overwrite=options["overwrite"], explicit=options["explicit"])
     except (ConfigError, UsageError) as error:
         if debug:
             traceback.print_exc()
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
     except OSError as error:  # disk full, permissions, a folder that vanished: name it, no traceback
         if debug:
             traceback.print_exc()

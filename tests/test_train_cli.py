@@ -140,7 +140,7 @@ def test_rerunning_a_job_is_refused_without_touching_it(finished_run, capsys):
     before = (root / "runs" / "cli" / "metrics.jsonl").read_bytes()
     assert train.main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert error[-1].startswith("chessbrain_jax.train: error: job 'cli' already has ")
+    assert error[-1].startswith("chessbrain_jax.train: error: job 'cli' already exists")
     assert (root / "runs" / "cli" / "metrics.jsonl").read_bytes() == before
 
 

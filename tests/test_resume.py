@@ -1,0 +1,138 @@
+"""Never lose a run: exact resume, SIGTERM, a corrupt latest checkpoint, --overwrite, the non-finite guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+
+import jax
+import numpy as np
+import pytest
+
+from chessbrain_jax import checkpoint, learner, model, train
+from chessbrain_jax.config import load_config
+
+TINY = ["--selfplay-batch", "4", "--plies-per-episode", "4", "--mcts-simulations", "4", "--channels", "8",
+        "--blocks", "1", "--batch-size", "8", "--replay-capacity", "64", "--checkpoint-interval", "2", "--quiet",
+        "--exploration-rate", "0.5", "--max-plies", "12"]
+TIMING = ("selfplay_positions_per_s", "train_steps_per_s", "train_samples_per_s", "wall_time_s")
+
+
+def _run(root, job, *args):
+    argv = [*TINY, "--job-id", job, "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt"), *args]
+    config, options = load_config(argv, environ={})
+    return train.run(config, resume=options["resume"], overwrite=options["overwrite"], explicit=options["explicit"])
+
+
+def _records(root, job):
+    return [json.loads(line) for line in (root / "runs" / job / "metrics.jsonl").read_text().splitlines()]
+
+
+def _without_timing(record):
+    return {name: value for name, value in record.items() if name not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    return root, _run(root, "straight", "--episodes", "4")
+
+
+def test_stop_and_resume_equals_a_straight_run(straight):
+    root, uninterrupted = straight
+    _run(root, "split", "--episodes", "2")
+    resumed = _run(root, "split", "--episodes", "4", "--resume")
+    # Bit for bit: same compiled programs, same inputs (params, optimizer state, RNG, games, replay buffer) on CPU.
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, uninterrupted.params)
+    assert [_without_timing(r) for r in _records(root, "split")] == \
+        [_without_timing(r) for r in _records(root, "straight")]
+    assert [r["episode"] for r in _records(root, "split")] == [1, 2, 3, 4]
+    assert any(r["games_finished"] or r["games/truncated"] for r in _records(root, "split"))  # games carried over
+
+
+def test_resume_refuses_changed_settings_and_existing_jobs_need_a_flag(straight):
+    root, _ = straight
+    with pytest.raises(train.UsageError, match="--resume: --channels 16 differs from the job's 8"):
+        _run(root, "straight", "--episodes", "5", "--resume", "--channels", "16")
+    with pytest.raises(train.UsageError, match="use --resume to continue it or --overwrite"):
+        _run(root, "straight", "--episodes", "5")
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, capsys):
+    root, _ = straight
+    copy = root / "corrupt"
+    shutil.copytree(root / "runs" / "straight", copy / "runs" / "straight")
+    shutil.copytree(root / "ckpt", copy / "ckpt")
+    latest = copy / "ckpt" / "straight_step8"
+    for data_file in (latest / "state").rglob("*"):
+        if data_file.is_file() and data_file.stat().st_size > 0 and "manifest" not in data_file.name:
+            data_file.write_bytes(b"\0" * 7)  # truncated and overwritten
+    capsys.readouterr()
+    result = _run(copy, "straight", "--episodes", "4", "--resume")
+    err = capsys.readouterr().err
+    assert "checkpoint straight_step8 cannot be restored" in err
+    assert "resuming after episode 2 from straight_step4 (2 later metrics records dropped)" in err
+    records = _records(copy, "straight")
+    assert [r["episode"] for r in records] == [1, 2, 3, 4]  # no duplicates, in order
+    expected = [_without_timing(r) for r in _records(root, "straight")]
+    assert [_without_timing(r) for r in records] == expected  # the redone episodes come out the same
+    assert result.checkpoint_path.endswith("straight_step8")
+
+
+def test_overwrite_starts_the_job_again(tmp_path):
+    _run(tmp_path, "again", "--episodes", "1")
+    (tmp_path / "runs" / "again" / "marker").write_text("old")
+    _run(tmp_path, "again", "--episodes", "2", "--overwrite")
+    assert not (tmp_path / "runs" / "again" / "marker").exists()
+    assert [r["episode"] for r in _records(tmp_path, "again")] == [1, 2]
+
+
+def test_sigterm_stops_after_the_episode_with_a_checkpoint(tmp_path):
+    argv = [sys.executable, "-m", "chessbrain_jax.train", *TINY, "--episodes", "1000", "--checkpoint-interval",
+            "1000", "--job-id", "term", "--log-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith("episode 2/1000"):
+            process.send_signal(signal.SIGTERM)
+            break
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 0, "".join(lines) + rest
+    assert "stopped by SIGTERM after episode" in rest
+    records = [json.loads(line) for line in (tmp_path / "runs" / "term" / "metrics.jsonl").read_text().splitlines()]
+    saved = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "term")
+    assert len(saved) == 1 and saved[0].step == records[-1]["step"]
+    assert checkpoint.load_network(saved[0].path).meta["episode"] == records[-1]["episode"] >= 2
+    assert "Traceback" not in rest
+
+
+def test_nonfinite_gradients_are_skipped_not_applied():
+    from tests.test_learner import _batch
+
+    config, _ = load_config(["--channels", "8", "--blocks", "1", "--batch-size", "4"], environ={})
+    network = model.make_network(config)
+    optimizer = learner.make_optimizer(config)
+    state = learner.init_train_state(model.init_params(network, jax.random.PRNGKey(0)), optimizer)
+    step = jax.jit(learner.make_train_step(config, lambda p, o: network.apply({"params": p}, o), optimizer))
+    good = _batch(4)
+    bad = good._replace(observation=good.observation.at[0, 0, 0, 0].set(np.nan))
+    after_bad, metrics = step(state, bad)
+    assert float(metrics["nonfinite_skipped"]) == 1.0 and int(after_bad.step) == 0
+    jax.tree.map(np.testing.assert_array_equal, after_bad.params, state.params)
+    after_good, metrics = step(after_bad, good)
+    assert float(metrics["nonfinite_skipped"]) == 0.0 and int(after_good.step) == 1
+
+
+def test_diverging_run_stops_with_a_checkpoint(tmp_path):
+    with pytest.raises(train.TrainingDiverged, match="every update of episode"):
+        _run(tmp_path, "nan", "--episodes", "4", "--learning-rate", "1e30", "--grad-clip", "0")
+    records = _records(tmp_path, "nan")
+    assert records[-1]["nonfinite_skipped"] == 2  # both micro-batches of the episode
+    saved = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "nan")
+    assert saved and saved[-1].step == records[-1]["step"]
