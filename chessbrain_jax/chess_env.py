@@ -51,7 +51,20 @@ def without_observation(state: State) -> State:
 
 
 def from_fen(fen: str) -> State:
-    """One unbatched pgx state from a FEN string (raises ValueError on malformed FEN)."""
+    """One unbatched pgx state from a FEN string.
+
+    python-chess checks it first (pgx's parser does not): a malformed FEN or an impossible position (missing king,
+    side not to move in check, pawns on the back rank, ...) raises ValueError with a one-line reason.
+    """
+    import chess
     from pgx.experimental.chess import from_fen as pgx_from_fen
 
-    return pgx_from_fen(fen)
+    try:
+        board = chess.Board(fen)
+    except ValueError as error:
+        raise ValueError(f"invalid FEN {fen!r}: {error}") from None
+    status = board.status()
+    if status != chess.STATUS_VALID:
+        problems = ", ".join(flag.name.lower().replace("_", " ") for flag in chess.Status if flag and flag & status)
+        raise ValueError(f"FEN {fen!r} is not a legal position: {problems}")
+    return pgx_from_fen(board.fen())  # all six fields, as pgx's parser expects

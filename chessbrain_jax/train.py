@@ -8,6 +8,7 @@ compiled chunks -- metrics, progress and checkpoints. Nothing inside a chunk wai
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import platform
@@ -81,6 +82,10 @@ def prepare_folders(config: Config, resume: bool, overwrite: bool) -> tuple[str,
     elif exists and not resume:
         raise UsageError(f"job {config.job_id!r} already exists ({len(saved)} checkpoints in {checkpoint_dir}, "
                          f"logs in {job_dir}); use --resume to continue it or --overwrite to start it again")
+    elif exists:  # resuming: saves interrupted by a kill left temporary folders of this job; Orbax ignores them
+        for leftover in glob.glob(os.path.join(glob.escape(checkpoint_dir), f"{glob.escape(config.job_id)}_step*"
+                                               ".orbax-checkpoint-tmp*")):
+            shutil.rmtree(leftover, ignore_errors=True)
     for folder, flag in ((job_dir, "--log-dir"), (checkpoint_dir, "--checkpoint-dir")):
         try:
             os.makedirs(folder, exist_ok=True)
@@ -224,6 +229,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
         config = resumed_config(stored, config, explicit if explicit is not None else set())
     elif resume:
         say(f"--resume: job {config.job_id} has no checkpoints yet; starting it")
+        if exists:  # killed before its first checkpoint: its metrics would repeat
+            keep_metrics_up_to(os.path.join(job_dir, "metrics.jsonl"), 0)
     dtype, why = resolve_precision(config, backend)
     say(f"job {config.job_id}: {len(devices)} {backend} device(s) ({devices[0].device_kind}); "
         f"logs {job_dir}; checkpoints {checkpoint_dir}/{config.job_id}_step<N>")
@@ -279,7 +286,7 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s "
         f"(training loop: {train.loop})")
 
-    writer = MetricsWriter(job_dir, purge_step=int(train_state.step) + 1 if steps else None)
+    writer = MetricsWriter(job_dir, purge_step=int(train_state.step) + 1 if steps else (0 if exists else None))
     progress = Progress(config.episodes, quiet=config.quiet, done=first_episode - 1)
     run_started = time.monotonic()
     record: dict[str, Any] = {}

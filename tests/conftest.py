@@ -13,7 +13,8 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 # Identical programs compiled by different tests (each training run compiles its own) load from this cache.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="chessbrain-xla-cache-"))
+XLA_CACHE = tempfile.mkdtemp(prefix="chessbrain-xla-cache-")
+jax.config.update("jax_compilation_cache_dir", XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 from chessbrain_jax.config import Config, load_config  # noqa: E402

@@ -6,6 +6,7 @@ import chess
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from chessbrain_jax import chess_env, notation
 
@@ -52,3 +53,22 @@ def test_special_moves():
             action = notation.move_to_action(board, move)
             assert action in pgx_legal
             assert notation.action_to_move(board, action) == move
+
+
+@pytest.mark.parametrize("fen, fragment", [
+    ("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP w KQkq - 0 1", "invalid FEN"),
+    ("not a fen", "invalid FEN"),
+    ("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR x KQkq - 0 1", "invalid FEN"),
+    ("8/8/8/8/8/8/8/8 w - - 0 1", "no white king"),
+    ("4k3/4Q3/8/8/8/8/8/4K3 w - - 0 1", "opposite check"),
+    ("P3k3/8/8/8/8/8/8/4K3 w - - 0 1", "pawns on backrank"),
+])
+def test_bad_fen_is_a_one_line_value_error(fen, fragment):
+    with pytest.raises(ValueError) as caught:
+        chess_env.from_fen(fen)
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_short_fen_gets_default_clocks():
+    state = chess_env.from_fen("4k3/8/8/8/8/8/8/4K2R w K -")
+    assert int(state._x.fullmove_count) == 1 and bool(state.legal_action_mask.any())

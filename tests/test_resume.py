@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 
 
 import jax
@@ -136,3 +138,34 @@ def test_diverging_run_stops_with_a_checkpoint(tmp_path):
     assert records[-1]["nonfinite_skipped"] == 2  # both micro-batches of the episode
     saved = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "nan")
     assert saved and saved[-1].step == records[-1]["step"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kill_9_at_a_random_moment_then_resume(tmp_path, seed):
+    from tests.conftest import XLA_CACHE
+
+    argv = [sys.executable, "-m", "chessbrain_jax.train", *TINY, "--episodes", "6", "--checkpoint-interval", "1",
+            "--job-id", "kill", "--resume", "--log-dir", str(tmp_path / "runs"), "--checkpoint-dir",
+            str(tmp_path / "ckpt")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_COMPILATION_CACHE_DIR": XLA_CACHE,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    for line in process.stderr:
+        if "compiled self-play" in line:
+            break
+    time.sleep(random.Random(seed).uniform(0.0, 2.0))  # somewhere in the six episodes, saves included
+    process.kill()
+    process.communicate()
+    metrics = tmp_path / "runs" / "kill" / "metrics.jsonl"
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]  # every line is whole JSON
+    assert steps == sorted(set(steps))
+    saved = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "kill")
+    if saved:
+        assert checkpoint.load_network(saved[-1].path).step == saved[-1].step
+
+    finished = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["episode"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records] == sorted({r["step"] for r in records})
+    assert checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "kill")[-1].step == records[-1]["step"]
