@@ -48,7 +48,7 @@ def select_device(choice: str):
         jax.config.update("jax_platforms", _PLATFORMS[choice])
     try:
         return jax.devices()
-    except RuntimeError:
+    except (RuntimeError, AssertionError):  # jax asserts, rather than raising, when no plugin provides the platform
         hint = " (install the extra: pip install 'chessbrain_jax[cuda12]')" if choice == "gpu" else ""
         raise UsageError(f"--device {choice}: no {choice.upper()} is available to JAX{hint}") from None
 

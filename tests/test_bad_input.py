@@ -1,0 +1,76 @@
+"""Bad input through the real command line: exit status 2 and one line on stderr that names the problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+FAST = ["--episodes", "1", "--selfplay-batch", "2", "--plies-per-episode", "1", "--mcts-simulations", "2",
+        "--channels", "4", "--blocks", "0", "--batch-size", "2", "--replay-capacity", "8"]
+
+# (flags, environment, YAML text or None, fragment of the error line)
+CASES = [
+    (["--episodes", "0"], {}, None, "--episodes must be a positive integer; got 0"),
+    (["--episodes", "many"], {}, None, "--episodes must be an integer, got 'many'"),
+    (["--batch-size", "-1"], {}, None, "--batch-size must be a positive integer"),
+    (["--checkpoint-interval", "0"], {}, None, "--checkpoint-interval must be a positive integer"),
+    (["--exploration-rate", "-0.1"], {}, None, "--exploration-rate must be >= 0.0"),
+    (["--exploration-rate", "2"], {}, None, "--exploration-rate must be <= 1.0"),
+    (["--seed", "-3"], {}, None, "--seed must be >= 0"),
+    (["--grad-accum-steps", "0"], {}, None, "--grad-accum-steps must be a positive integer"),
+    (["--mcts-simulations", "3.5"], {}, None, "--mcts-simulations must be an integer"),
+    (["--mcts-cpuct", "inf"], {}, None, "--mcts-cpuct must be a finite number"),
+    (["--producer-device", "fpga"], {}, None, "--producer-device must be one of cpu, gpu, tpu, auto"),
+    (["--search", "minimax"], {}, None, "--search must be one of gumbel, puct"),
+    (["--max-plies", "1000"], {}, None, "--max-plies must be <= 512"),
+    (["--sample-reuse", "0"], {}, None, "--sample-reuse must be > 0.0"),
+    (["--learning-rate"], {}, None, "argument --learning-rate: expected one argument"),
+    (["--chanels", "8"], {}, None, "unrecognized arguments: --chanels 8"),
+    (["--resume", "--overwrite"], {}, None, "--resume and --overwrite exclude each other"),
+    (["--job-id", "../escape"], {}, None, "must be a plain name without path separators"),
+    (["--config", "/nonexistent.yaml"], {}, None, "config file /nonexistent.yaml does not exist"),
+    (["--config", "/"], {}, None, "config file / is a directory"),
+    ([], {}, "episodes: [1\n", "is not valid YAML at line 2"),
+    ([], {}, "- just\n- a list\n", "must hold a mapping of keys to values"),
+    ([], {}, "batchsize: 4\n", "unknown key 'batchsize' (did you mean 'batch_size'?)"),
+    ([], {}, "no_amp: sometimes\n", "no_amp must be a boolean"),
+    ([], {}, "search: 3\n", "search must be one of gumbel, puct"),
+    ([], {"CHESSBRAIN_EPISODES": "zero"}, None, "environment variable CHESSBRAIN_EPISODES must be an integer"),
+    ([], {"CHESSBRAIN_SEARCH": "mcts"}, None, "environment variable CHESSBRAIN_SEARCH must be one of gumbel, puct"),
+    ([], {"CHESSBRAIN_BATCH": "4"}, None, "environment variable CHESSBRAIN_BATCH is not a setting"),
+    ([], {"CHESSBRAIN_QUIET": "perhaps"}, None, "must be a boolean"),
+    (["--batch-size", "16", "--replay-capacity", "8"], {}, None, "must not exceed --replay-capacity"),
+]
+
+
+@pytest.mark.parametrize("flags, environment, yaml_text, fragment", CASES)
+def test_usage_errors(tmp_path, flags, environment, yaml_text, fragment):
+    argv = list(flags)
+    if yaml_text is not None:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml_text)
+        argv = ["--config", str(path), *argv]
+    result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *argv], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **environment})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("chessbrain_jax.train: error: "), result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--log-dir", "/dev/null/runs"], "--log-dir: cannot create"),
+    (["--checkpoint-dir", "/dev/null/ckpt"], "--checkpoint-dir: cannot create"),
+    (["--device", "gpu"], "--device gpu: no GPU is available to JAX"),
+])
+def test_environment_errors_after_start(tmp_path, flags, fragment):
+    result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *FAST, "--quiet", *flags],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": ""})
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("chessbrain_jax.train: error: ") and fragment in last
+    assert "Traceback" not in result.stderr
