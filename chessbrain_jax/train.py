@@ -21,7 +21,7 @@ import traceback
 from importlib import metadata as importlib_metadata
 from typing import Any, NamedTuple, Sequence
 
-from chessbrain_jax.config import FIELDS, Config, ConfigError, load_config, resolve_precision
+from chessbrain_jax.config import FIELDS, Config, ConfigError, flag_name, load_config, resolve_precision
 
 PROG = "chessbrain_jax.train"
 _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
@@ -112,9 +112,9 @@ def resumed_config(stored: Config, current: Config, explicit: set[str]) -> Confi
     """The job's stored settings with this invocation's run controls; an explicit change of any other is an error."""
     for name in sorted(explicit - set(RUN_CONTROLS)):
         if getattr(current, name) != getattr(stored, name):
-            raise UsageError(f"--resume: --{name.replace('_', '-')} {getattr(current, name)} differs from the job's "
+            raise UsageError(f"--resume: {flag_name(name)} {getattr(current, name)} differs from the job's "
                              f"{getattr(stored, name)}; a resumed job keeps its settings (only "
-                             f"{', '.join('--' + n.replace('_', '-') for n in RUN_CONTROLS[:4])}, ... may change)")
+                             f"{', '.join(flag_name(n) for n in RUN_CONTROLS[:4])}, ... may change)")
     return dataclasses.replace(stored, **{name: getattr(current, name) for name in RUN_CONTROLS})
 
 
@@ -174,7 +174,7 @@ def say(message: str) -> None:
 
 
 def _changed(config: Config, names: Sequence[str]) -> list[str]:
-    return [f"--{name.replace('_', '-')} {getattr(config, name)}" for name in names
+    return [f"{flag_name(name)} {getattr(config, name)}" for name in names
             if getattr(config, name) != FIELDS[name].default]
 
 
@@ -190,6 +190,18 @@ def start_up_notes(config: Config) -> list[str]:
         if puct_only:
             notes.append(f"{', '.join(puct_only)}: used by --search puct only; this run uses gumbel")
     return notes
+
+
+def _stored_config(manager, steps: list[int], fallback: Config) -> Config:
+    """The job's settings from the newest checkpoint whose metadata reads (`fallback` if none does)."""
+    from chessbrain_jax import checkpoint
+
+    for step in sorted(steps, reverse=True):
+        try:
+            return checkpoint.config_from_meta(checkpoint.read_meta(manager, step))
+        except (KeyError, ValueError, TypeError, OSError):
+            continue
+    return fallback
 
 
 def _restore_latest_good(manager, steps: list[int], config: Config):
@@ -221,12 +233,7 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
     steps = list(manager.all_steps()) if exists else []
     if steps:
-        try:
-            stored = checkpoint.config_from_meta(checkpoint.read_meta(manager, max(steps)))
-        except (KeyError, ValueError, TypeError, OSError):
-            stored = checkpoint.config_from_meta(checkpoint.read_meta(manager, sorted(steps)[-2])) \
-                if len(steps) > 1 else config
-        config = resumed_config(stored, config, explicit if explicit is not None else set())
+        config = resumed_config(_stored_config(manager, steps, config), config, explicit or set())
     elif resume:
         say(f"--resume: job {config.job_id} has no checkpoints yet; starting it")
         if exists:  # killed before its first checkpoint: its metrics would repeat
