@@ -1,5 +1,8 @@
 """Conversion between pgx chess actions/states and python-chess moves/boards (hence UCI, SAN, FEN and PGN).
 
+`move_to_action`/`action_to_move` convert single moves; `board_to_state` builds the pgx state of a python-chess
+game (history included) and `state_to_fen` reads a pgx state back as FEN.
+
 pgx encodes a move as `from_square * 73 + plane` (AlphaZero's 73 move planes) with squares indexed `file * 8 + rank`
 from the point of view of the side to move: for black the board is mirrored top to bottom. Planes 0-8 are the
 under-promotions (rook, bishop, knight x straight, capture towards the h-file, capture towards the a-file); a pawn
@@ -9,9 +12,13 @@ reaching the last rank by a queen-like plane promotes to a queen.
 from __future__ import annotations
 
 import chess
+import jax
+import jax.numpy as jnp
 import numpy as np
 from pgx._src.games.chess import FROM_PLANE, TO_PLANE
+from pgx.experimental.chess import to_fen as _pgx_to_fen
 
+from chessbrain_jax import chess_env
 from chessbrain_jax.model import MOVE_PLANES
 
 _FROM_PLANE = np.asarray(FROM_PLANE)  # [64 from, 73 planes] -> pgx to-square (-1 off board)
@@ -66,3 +73,28 @@ def move_to_action(board: chess.Board, move: chess.Move) -> int:
 def legal_actions(board: chess.Board) -> set[int]:
     """python-chess's legal moves of `board` as pgx actions."""
     return {move_to_action(board, move) for move in board.legal_moves}
+
+
+_step_one = jax.jit(chess_env.ENV.step)
+
+
+def board_to_state(board: chess.Board) -> chess_env.State:
+    """The unbatched pgx state of `board`, history included: its root position (FEN) is stepped through the board's
+    move stack, so repetition counts and the network's history planes match the game that was played."""
+    start = board.root()
+    state = chess_env.from_fen(start.fen())
+    for move in board.move_stack:
+        state = _step_one(state, jnp.int32(move_to_action(start, move)))
+        start.push(move)
+    return state
+
+
+def state_to_fen(state: chess_env.State) -> str:
+    """FEN of an unbatched pgx state. pgx records an en passant square after every double pawn push, as
+    python-chess's `board.fen(en_passant="fen")` does; the move counters are pgx's."""
+    return _pgx_to_fen(state)
+
+
+def stack_states(states: list[chess_env.State]) -> chess_env.State:
+    """`[B]` batch of unbatched pgx states."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)

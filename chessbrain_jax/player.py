@@ -1,0 +1,182 @@
+"""Players: something that picks moves, batched on the device where it can.
+
+A `NetworkPlayer` wraps a network (from a checkpoint, or untrained) with mctx search or its raw policy;
+`RandomPlayer` moves uniformly among legal moves. Both act on `[B]` batched pgx states in one jitted call, which is
+what the arena and evaluation during training use; `NetworkPlayer.analyse(board)` answers for one python-chess
+board with the search statistics a GUI or a person wants (value, visits, principal variation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple
+
+import chess
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from chessbrain_jax import chess_env, notation
+from chessbrain_jax.config import Config, ConfigError
+from chessbrain_jax.search import ApplyFn, make_search_fn, mask_illegal
+
+
+class Analysis(NamedTuple):
+    """One searched position. Values are for the side to move, in [-1, 1]; `visits` counts simulations per move."""
+
+    move: chess.Move
+    value: float
+    simulations: int
+    visits: dict[chess.Move, int]
+    policy: dict[chess.Move, float]
+    prior: dict[chess.Move, float]
+    pv: list[chess.Move]
+
+
+def value_to_centipawns(value: float) -> int:
+    """An expected score in [-1, 1] as UCI centipawns, with Leela Chess Zero's mapping `90 * tan(1.5637541897 q)`."""
+    value = min(max(value, -0.9999), 0.9999)
+    return int(round(90.0 * math.tan(1.5637541897 * value)))
+
+
+class RandomPlayer:
+    """Uniformly random legal moves."""
+
+    name = "random"
+
+    def __init__(self):
+        self._act = jax.jit(lambda key, mask: jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)))
+
+    def actions(self, key: jax.Array, states: chess_env.State) -> jax.Array:
+        """`i32[B]` actions for `[B]` states."""
+        return self._act(key, states.legal_action_mask).astype(jnp.int32)
+
+
+class NetworkPlayer:
+    """A network with search (`simulations > 0`) or its raw policy (`simulations == 0`: the most likely legal move).
+
+    Search uses the network's own training settings (algorithm, c_puct, considered actions) unless overridden, with
+    no Dirichlet noise and no random exploration: PUCT plays the most visited move, Gumbel the move its sequential
+    halving selects (which carries Gumbel noise, so games between Gumbel players vary).
+    """
+
+    def __init__(self, apply_fn: ApplyFn, params: Any, config: Config, simulations: int | None = None,
+                 search: str | None = None, name: str = "network"):
+        simulations = config.mcts_simulations if simulations is None else simulations
+        if simulations < 0:
+            raise ConfigError(f"simulations must be >= 0, got {simulations}")
+        overrides: dict[str, Any] = {"dirichlet_fraction": 0.0}
+        if simulations:
+            overrides["mcts_simulations"] = simulations
+        if search is not None:
+            if search not in ("gumbel", "puct"):
+                raise ConfigError(f"search must be gumbel or puct, got {search!r}")
+            overrides["search"] = search
+        self.config = dataclasses.replace(config, **overrides)
+        self.apply_fn, self.params, self.simulations, self.name = apply_fn, params, simulations, name
+        self._search = make_search_fn(self.config, apply_fn)
+        self._actions = jax.jit(self._choose)
+        self._analyse = jax.jit(self._analyse_one) if simulations else None
+
+    @property
+    def description(self) -> str:
+        if not self.simulations:
+            return f"{self.name} (raw policy)"
+        return f"{self.name} ({self.config.search}, {self.simulations} simulations)"
+
+    def _choose(self, params, key: jax.Array, states: chess_env.State) -> jax.Array:
+        if not self.simulations:
+            logits, _ = self.apply_fn(params, states.observation)
+            return jnp.argmax(mask_illegal(logits, states.legal_action_mask), axis=-1).astype(jnp.int32)
+        output = self._search(params, key, states)
+        if self.config.search == "puct":
+            return jnp.argmax(output.action_weights, axis=-1).astype(jnp.int32)
+        return output.action.astype(jnp.int32)
+
+    def actions(self, key: jax.Array, states: chess_env.State) -> jax.Array:
+        """`i32[B]` moves for `[B]` pgx states (terminated states get an arbitrary action that pgx ignores)."""
+        return self._actions(self.params, key, states)
+
+    def _analyse_one(self, params, key: jax.Array, state: chess_env.State):
+        states = jax.tree.map(lambda leaf: leaf[None], state)
+        logits, _ = self.apply_fn(params, states.observation)
+        prior = jax.nn.softmax(mask_illegal(logits, states.legal_action_mask), axis=-1)[0]
+        output = self._search(params, key, states)
+        tree = output.search_tree
+        action = output.action[0]
+        if self.config.search == "puct":
+            action = jnp.argmax(output.action_weights[0])
+        return (action, tree.node_values[0, 0], tree.children_visits[0], tree.children_index[0],
+                output.action_weights[0], prior)
+
+    def analyse(self, board: chess.Board, key: jax.Array | None = None,
+                state: chess_env.State | None = None) -> Analysis:
+        """Searches `board` (not game over). `state` (from `notation.board_to_state(board)`) saves rebuilding it."""
+        if board.is_game_over(claim_draw=False) or not any(board.legal_moves):
+            raise ValueError(f"no move to search in {board.fen()}: the game is over")
+        state = notation.board_to_state(board) if state is None else state
+        key = jax.random.PRNGKey(0) if key is None else key
+        legal = sorted(notation.legal_actions(board))
+        if not self.simulations:
+            logits, value = self.apply_fn(self.params, state.observation[None])
+            prior = np.asarray(jax.nn.softmax(mask_illegal(logits, state.legal_action_mask[None]), axis=-1)[0])
+            best = max(legal, key=lambda a: prior[a])
+            move = notation.action_to_move(board, best)
+            priors = {notation.action_to_move(board, a): float(prior[a]) for a in legal}
+            return Analysis(move, float(value[0]), 0, {}, priors, priors, [move])
+        action, root_value, visits, children, weights, prior = jax.device_get(
+            self._analyse(self.params, key, state))
+        to_move = lambda a: notation.action_to_move(board, int(a))  # noqa: E731
+        move = to_move(action)
+        return Analysis(
+            move=move,
+            value=float(root_value),
+            simulations=self.simulations,
+            visits={to_move(a): int(visits[0, a]) for a in legal if visits[0, a] > 0},
+            policy={to_move(a): float(weights[a]) for a in legal},
+            prior={to_move(a): float(prior[a]) for a in legal},
+            pv=_principal_variation(board, int(action), visits, children),
+        )
+
+
+def _principal_variation(board: chess.Board, first: int, visits: np.ndarray, children: np.ndarray,
+                         limit: int = 16) -> list[chess.Move]:
+    """The chosen move, then the most visited child at each node below it (`visits`/`children`: `[nodes, A]`)."""
+    board, pv, node, action = board.copy(stack=False), [], 0, first
+    while len(pv) < limit:
+        move = notation.action_to_move(board, action)
+        if move not in board.legal_moves:
+            break
+        pv.append(move)
+        board.push(move)
+        node = int(children[node, action])
+        if node < 0 or board.is_game_over() or visits[node].max() <= 0:
+            break
+        action = int(np.argmax(visits[node]))
+    return pv
+
+
+def untrained_player(config: Config, simulations: int | None = None, seed: int = 0,
+                     search: str | None = None) -> NetworkPlayer:
+    """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat."""
+    from chessbrain_jax import model
+
+    network = model.make_network(config, "float32")
+    params = model.init_params(network, jax.random.PRNGKey(seed))
+    return NetworkPlayer(_apply(network), params, config, simulations, search, name="untrained")
+
+
+def load_player(path: str, checkpoint_dir: str | None = None, simulations: int | None = None,
+                search: str | None = None) -> NetworkPlayer:
+    """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
+    is given. Raises `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
+    from chessbrain_jax import checkpoint
+
+    loaded = checkpoint.load_network(path, checkpoint_dir=checkpoint_dir)
+    name = f"{loaded.config.job_id}_step{loaded.step}"
+    return NetworkPlayer(_apply(loaded.network), loaded.params, loaded.config, simulations, search, name=name)
+
+
+def _apply(network) -> Callable:
+    return lambda params, observation: network.apply({"params": params}, observation)
