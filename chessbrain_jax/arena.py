@@ -386,7 +386,9 @@ def write_pgn(path: str, games: Sequence[Game], event: str) -> None:
 
 # ----------------------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Play a match between two players and measure Elo.")
+    from chessbrain_jax.config import OneLineParser
+
+    parser = OneLineParser(prog=PROG, description="Play a match between two players and measure Elo.")
     parser.add_argument("player_a", help="checkpoint folder, job:<id>, untrained, random or stockfish[,options]")
     parser.add_argument("player_b", help="the opponent, same forms")
     parser.add_argument("--games", type=int, default=20, help="games to play, colours alternating (default 20)")
@@ -439,16 +441,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from chessbrain_jax.config import ConfigError
+
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
         result = run(args)
-    except ArenaError as error:
-        if args.debug:
+    except (ArenaError, ConfigError) as error:
+        if debug:
             traceback.print_exc()
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        if args.debug:
+        if debug:
             traceback.print_exc()
         print(f"{PROG}: error: {error.strerror or error}{f': {error.filename}' if error.filename else ''}",
               file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any, Iterator, NamedTuple
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from etils import epath
 
 from chessbrain_jax import chess_env, learner, model, replay, selfplay
@@ -196,6 +197,15 @@ def load_network(path: str, checkpoint_dir: str | None = None, dtype: str = "flo
             raise CheckpointError(f"checkpoint {path} does not exist")
     else:
         root, job_id, step = checkpoint_dir, path, None
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax warns that a read-only manager will not save
+    try:
+        return _load_network(root, job_id, step, dtype)
+    finally:
+        absl_logging.set_verbosity(verbosity)
+
+
+def _load_network(root: str, job_id: str, step: int | None, dtype: str) -> LoadedNetwork:
     manager = make_manager(root, job_id, read_only=True)
     try:
         if step is None:

@@ -235,7 +235,7 @@ def _suggest(key: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit status 2."""
 
     def error(self, message: str):  # noqa: D102 - argparse API
@@ -243,7 +243,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(prog: str = "python -m chessbrain_jax.train") -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description="Train a chess network by self-play (pgx + mctx + Flax). Settings come from defaults < "
         "--config YAML < CHESSBRAIN_* environment variables < flags.",
