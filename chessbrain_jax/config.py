@@ -37,6 +37,7 @@ RUN = "run, output and device"
 PLAY = "self-play and search"
 NET = "network"
 LEARN = "learner and replay"
+EVAL = "evaluation during training"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +119,19 @@ class Config:
     train_loop: str = _field("auto", "How an episode's micro-batches run: scan (one jitted lax.scan), host (one "
                              "jitted step each, dispatched without waiting), auto = host on CPU, scan elsewhere.",
                              group=LEARN, choices=("auto", "scan", "host"))
+
+    # --- Evaluation during training.
+    eval_interval: int = _field(0, "Every N episodes, play an arena match against --eval-opponent; results go to "
+                                "metrics (eval/score, eval/elo, ...) and <job>/eval/step<N>.pgn. 0 = never.",
+                                group=EVAL, minimum=0)
+    eval_games: int = _field(10, "Games per evaluation match (colours alternate).", group=EVAL, minimum=1)
+    eval_opponent: str = _field("random", "Evaluation opponent, as the arena names players: random, "
+                                "stockfish[,skill=0,nodes=1000], a checkpoint folder, job:<id>, untrained.",
+                                group=EVAL)
+    eval_simulations: int = _field(-1, "Search simulations of the learner in evaluation games; 0 = raw policy, "
+                                   "-1 = --mcts-simulations.", group=EVAL, minimum=-1)
+    selfplay_pgn_games: int = _field(0, "Record the games of the first N parallel self-play slots, as they finish, "
+                                     "to <job>/selfplay.pgn.", group=EVAL, minimum=0)
 
     # ------------------------------------------------------------------ derived quantities
     @property

@@ -105,7 +105,8 @@ def prepare_folders(config: Config, resume: bool, overwrite: bool) -> tuple[str,
 # Settings a resumed job may change; every other setting shapes the state or the math and stays the job's own.
 RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "log_every", "quiet", "log_dir",
                 "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
-                "producer_queue_size", "producer_device")
+                "producer_queue_size", "producer_device", "eval_interval", "eval_games", "eval_opponent",
+                "eval_simulations", "selfplay_pgn_games")
 
 
 def resumed_config(stored: Config, current: Config, explicit: set[str]) -> Config:
@@ -225,7 +226,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     devices = select_device(config.device)
     import jax
 
-    from chessbrain_jax import checkpoint, learner, model, replay, selfplay
+    from chessbrain_jax import checkpoint, evaluation, learner, model, replay, selfplay
+    from chessbrain_jax.arena import ArenaError
     from chessbrain_jax.metrics import MetricsWriter, Progress, write_json_atomically
 
     backend = devices[0].platform
@@ -268,6 +270,18 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
         train_state = learner.init_train_state(model.init_params(network, init_key), optimizer)
         games = selfplay.init_selfplay(config)
         buffer = replay.init_replay(config)
+    evaluator = recorder = None
+    if config.eval_interval:
+        try:
+            evaluator = evaluation.Evaluator(config, apply_fn, train_state.params, job_dir)
+        except ArenaError as error:
+            raise UsageError(f"--eval-opponent: {error}") from None
+        say(f"evaluation: every {config.eval_interval} episodes, {config.eval_games} games of "
+            f"{evaluator.learner.description} against {evaluation.arena.describe(evaluator.opponent)}")
+    if config.selfplay_pgn_games:
+        recorder = evaluation.SelfPlayRecorder(config, job_dir, resumed=bool(steps))
+        if steps:
+            recorder.keep_up_to(first_episode - 1)
     write_json_atomically(os.path.join(job_dir, "run.json"), {
         "job_id": config.job_id,
         "config": config.to_dict(),
@@ -316,6 +330,9 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                 games, trajectory, stats = play(train_state.params, games, play_key)
                 buffer = add(buffer, trajectory, games)
                 stats = jax.device_get(stats)
+                if recorder is not None:
+                    actions, generations = jax.device_get((trajectory.action, trajectory.position.generation))
+                    recorder.record(actions, generations, episode)
                 selfplay_s = time.monotonic() - started
                 positions_seen += config.positions_per_episode
                 for name, value in stats.items():
@@ -349,7 +366,13 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                     "replay_size": min(positions_seen, config.replay_capacity),
                     "wall_time_s": time.monotonic() - run_started,
                 }
-                if episode % config.log_every == 0 or episode == config.episodes or stop.requested:
+                evaluated = evaluator is not None and evaluator.due(episode) and not stop.requested
+                if evaluated:
+                    record["eval"] = evaluator(train_state.params, step, episode)
+                    result = record["eval"]
+                    say(f"eval after episode {episode} (step {step}): +{result['wins']} ={result['draws']} "
+                        f"-{result['losses']} against {result['opponent']}, score {result['score']:.2f}")
+                if episode % config.log_every == 0 or episode == config.episodes or stop.requested or evaluated:
                     writer.write(step, record)
                 loss = train_metrics.get("loss")
                 loss_text = f"loss {loss:.3f}" if loss is not None else "loss -"
@@ -368,6 +391,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                     break
     finally:
         progress.close()
+        if evaluator is not None:
+            evaluator.close()
         manager.wait_until_finished()
         manager.close()
         writer.close()

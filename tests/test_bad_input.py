@@ -65,6 +65,8 @@ def test_usage_errors(tmp_path, flags, environment, yaml_text, fragment):
     (["--log-dir", "/dev/null/runs"], "--log-dir: cannot create"),
     (["--checkpoint-dir", "/dev/null/ckpt"], "--checkpoint-dir: cannot create"),
     (["--device", "gpu"], "--device gpu: no GPU is available to JAX"),
+    (["--eval-interval", "1", "--eval-opponent", "nobody"], "is not a checkpoint folder"),
+    (["--eval-interval", "1", "--eval-opponent", "stockfish,nodes=0"], "nodes must be >= 1"),
 ])
 def test_environment_errors_after_start(tmp_path, flags, fragment):
     result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *FAST, "--quiet", *flags],

@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory):
             "--plies-per-episode", "4",
             "--mcts-simulations", "4", "--channels", "8", "--blocks", "1", "--batch-size", "8",
             "--replay-capacity", "64", "--max-plies", "64", "--job-id", "cli", "--quiet",
+            "--eval-interval", "2", "--eval-games", "2", "--eval-simulations", "0",
             "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt")]
     config, _ = load_config(argv, environ={})
     return root, argv, config, train.run(config)
@@ -153,3 +154,26 @@ def test_unavailable_device_is_a_clear_error():
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "chessbrain_jax.train: error: --device tpu: no TPU is available to JAX"
     assert "Traceback" not in result.stderr
+
+
+def test_evaluation_during_training_is_logged_and_its_games_saved(finished_run):
+    import chess.pgn
+
+    root, *_ = finished_run
+    records = [json.loads(line) for line in (root / "runs" / "cli" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in records if "eval/score" in r]
+    assert [r["episode"] for r in evaluated] == [2]
+    record = evaluated[0]
+    assert record["eval/wins"] + record["eval/draws"] + record["eval/losses"] == 2
+    assert record["eval/score"] == (record["eval/wins"] + record["eval/draws"] / 2) / 2
+    assert record["eval/opponent"] == "random"
+    files = glob.glob(str(root / "runs" / "cli" / "events.out.tfevents.*"))
+    assert _tensorboard_scalars(files[0])["eval/score"] == [record["eval/score"]]
+    with open(root / "runs" / "cli" / "eval" / f"step{record['step']}.pgn") as stream:
+        games = [chess.pgn.read_game(stream) for _ in range(2)]
+    assert {games[0].headers["White"], games[1].headers["Black"]} == {"cli (raw policy)"}
+    for game in games:
+        board = game.board()
+        for move in game.mainline_moves():
+            assert move in board.legal_moves
+            board.push(move)

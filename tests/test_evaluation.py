@@ -1,0 +1,61 @@
+"""Self-play games recorded as PGN from trajectories, and dropped again on resume."""
+
+from __future__ import annotations
+
+import chess
+import chess.pgn
+import numpy as np
+
+from chessbrain_jax import evaluation, notation
+from tests.conftest import make_config
+
+FOOLS_MATE = ["f2f3", "e7e5", "g2g4", "d8h4"]
+
+
+def _actions(ucis):
+    board, actions = chess.Board(), []
+    for uci in ucis:
+        move = chess.Move.from_uci(uci)
+        actions.append(notation.move_to_action(board, move))
+        board.push(move)
+    return actions
+
+
+def _episode():
+    """Slot 0: fool's mate (generation 0) then a new game (generation 1); slot 1: one unfinished game."""
+    actions = np.zeros((6, 2), np.int32)
+    actions[:, 0] = _actions(FOOLS_MATE) + _actions(["e2e4", "e7e5"])
+    actions[:, 1] = _actions(["d2d4", "d7d5", "c2c4", "e7e6", "b1c3", "g8f6"])
+    generations = np.array([[0, 0]] * 4 + [[1, 0]] * 2, np.int32)
+    return actions, generations
+
+
+def _read(path):
+    games = []
+    with open(path) as stream:
+        while (game := chess.pgn.read_game(stream)) is not None:
+            games.append(game)
+    return games
+
+
+def test_finished_games_are_written_with_their_result(tmp_path):
+    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=2), str(tmp_path), resumed=False)
+    assert recorder.record(*_episode(), episode=3) == 1
+    (game,) = _read(tmp_path / "selfplay.pgn")
+    assert [move.uci() for move in game.mainline_moves()] == FOOLS_MATE
+    assert game.headers["Result"] == "0-1" and game.headers["TerminationDetail"] == "checkmate"
+    assert game.headers["Episode"] == "3" and game.headers["Round"] == "0.0"
+    assert recorder.keep_up_to(3) == 0 and recorder.keep_up_to(2) == 1
+    assert _read(tmp_path / "selfplay.pgn") == []
+
+
+def test_after_resume_games_in_progress_are_skipped(tmp_path):
+    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=1), str(tmp_path), resumed=True)
+    assert recorder.record(*_episode(), episode=1) == 0
+    actions, _ = _episode()
+    more = np.array([[1, 0]] * 2 + [[2, 0]] * 4, np.int32)  # the generation-1 game ends after two more plies
+    actions[:2, 0] = _actions(["e2e4", "e7e5", "g1f3", "b8c6"])[2:]
+    assert recorder.record(actions, more, episode=2) == 1
+    (game,) = _read(tmp_path / "selfplay.pgn")
+    assert [move.uci() for move in game.mainline_moves()] == ["e2e4", "e7e5", "g1f3", "b8c6"]
+    assert game.headers["Result"] == "1/2-1/2"
