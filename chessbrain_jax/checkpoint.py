@@ -24,7 +24,7 @@ from etils import epath
 from chessbrain_jax import chess_env, learner, model, replay, selfplay
 from chessbrain_jax.config import FIELDS, Config
 
-_STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
+STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
 
 
 class CheckpointError(ValueError):
@@ -41,7 +41,7 @@ class JobStepNameFormat(ocp.path.step.NameFormat):
         return f"{self.job_id}_step{step}"
 
     def _metadata(self, path: epath.Path) -> ocp.path.step.Metadata | None:
-        match = _STEP_FOLDER.match(path.name)
+        match = STEP_FOLDER.match(path.name)
         if match is None or match["job"] != self.job_id or not path.is_dir():
             return None
         if not ocp.path.step.is_path_finalized(path):
@@ -182,7 +182,7 @@ class LoadedNetwork(NamedTuple):
 def locate(path: str) -> tuple[str, str, int | None]:
     """(checkpoint root, job id, step or None for the latest) from a step folder `<root>/<job>_step<N>`."""
     path = os.path.abspath(path.rstrip("/"))
-    match = _STEP_FOLDER.match(os.path.basename(path))
+    match = STEP_FOLDER.match(os.path.basename(path))
     if match is None:
         raise CheckpointError(f"{path} is not a checkpoint folder (expected <checkpoint-dir>/<job-id>_step<N>)")
     return os.path.dirname(path), match["job"], int(match["step"])

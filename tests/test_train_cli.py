@@ -177,3 +177,21 @@ def test_evaluation_during_training_is_logged_and_its_games_saved(finished_run):
         for move in game.mainline_moves():
             assert move in board.legal_moves
             board.push(move)
+
+
+def test_registry_lists_the_jobs_checkpoints_with_metrics(finished_run, capsys):
+    from chessbrain_jax import registry
+
+    root, *_ = finished_run
+    records = {r["step"]: r for r in map(json.loads, (root / "runs" / "cli" / "metrics.jsonl").read_text().splitlines())}
+    assert registry.list_jobs(str(root / "ckpt")) == {"cli": 6}
+    rows = registry.describe_job(str(root / "ckpt"), "cli")
+    assert [row["step"] for row in rows] == [4, 6]  # --keep-checkpoints 2
+    assert [row["episode"] for row in rows] == [2, 3]
+    assert rows[0]["loss"] == pytest.approx(records[4]["loss"]) and rows[0]["eval_score"] == records[4]["eval/score"]
+    assert rows[1]["eval_score"] is None
+    assert registry.main(["cli", "--checkpoint-dir", str(root / "ckpt")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["step", "saved"] and lines[1].split()[0] == "4" and len(lines) == 3
+    assert registry.main(["other", "--checkpoint-dir", str(root / "ckpt")]) == 2
+    assert "no checkpoints of job 'other'" in capsys.readouterr().err
