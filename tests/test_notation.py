@@ -134,3 +134,13 @@ def test_board_to_state_keeps_history():
     assert bool(notation.board_to_state(board).terminated) and board.is_repetition(3)
     board.pop()
     assert notation.state_to_fen(state).split()[:4] == board.fen().split()[:4]
+
+
+@pytest.mark.parametrize("fen", EXHAUSTIVE_STARTS + ["4k3/8/8/8/3pP3/8/8/4K3 b - e3 0 2",
+                                                     "rnbqkbnr/pppp1ppp/8/4p3/4P3/8/PPPP1PPP/RNBQKBNR w Kq - 4 17"])
+def test_from_fen_equals_pgx_parser(fen):
+    from pgx.experimental.chess import from_fen as pgx_from_fen
+
+    ours, theirs = chess_env.from_fen(fen), pgx_from_fen(chess.Board(fen).fen())
+    for mine, reference in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(reference))

@@ -1,0 +1,748 @@
+"""`python -m chessbrain_jax.uci`: the network as a UCI engine, so it plays in any chess GUI.
+
+    python -m chessbrain_jax.uci --checkpoint checkpoints/myjob_step1200
+    python -m chessbrain_jax.uci --checkpoint-dir checkpoints --job myjob       # the job's latest checkpoint
+    python -m chessbrain_jax.uci --channels 8 --blocks 1 --simulations 8      # untrained and tiny: a protocol check
+
+Without a checkpoint the engine plays an untrained network of the default size (`Config`'s 64 channels, 6 blocks,
+smaller with --channels/--blocks): uniform prior and value 0, so its moves are what search alone finds -- a baseline,
+not a player. --simulations and --search set the defaults of the UCI options Simulations and Search (otherwise the
+network's training settings).
+
+Search. mctx runs a whole search as one jitted call, and every distinct simulation count or batch size is a new XLA
+compile (seconds), so `go` runs *chunks*: one compiled call searching `Threads` independent trees of `Simulations`
+simulations from the current position (root parallelism: each tree draws its own Gumbel noise; PUCT trees, searched
+without Dirichlet noise, differ only in mctx's tie-breaking, so Threads helps Gumbel much more than PUCT). `go nodes
+N` runs ceil(N / (Simulations x Threads)) chunks; `go movetime` and clock limits run chunks while the next one is
+expected to fit in the budget (remaining / movestogo (30 if not given) + increment / 2, at most half the remaining
+time); `go infinite` and `go ponder` run until `stop` (or `ponderhit`); plain `go` runs one chunk; every `go` runs
+at least one. Chunks share no tree: the statistics of all trees are summed over the legal moves (Gumbel's improved
+policy, PUCT's visit fractions) and the argmax is played, except that a single Gumbel tree plays the move its
+sequential halving chose. `info depth nodes nps score cp time pv` follows every chunk (depth is the pv's length). One
+compiled chunk is kept per (Simulations, Threads, Search); the default one compiles in the background at start-up and
+`isready` waits until the current one is ready, so the GUI's clock does not pay for compiles.
+
+Protocol: uci, isready (answered during a search too), ucinewgame, position startpos|fen <FEN> [moves ...], go
+[nodes|movetime|wtime|btime|winc|binc|movestogo|infinite|ponder|searchmoves ...], stop, ponderhit, setoption name
+Simulations|Threads|Search value ..., debug, quit. `go depth` and `go mate` are ignored (said in an info string). A
+malformed command, an invalid FEN or an illegal move is answered with `info string error: ...` and changes nothing (a
+rejected `position` keeps the previous position; a bad `go` argument is dropped and the search still answers
+`bestmove`). The engine never answers an illegal move: a finished game (python-chess's rules) gets `bestmove 0000`,
+and a position pgx already scores as drawn (threefold repetition, 50-move rule, 512 plies) the network's most likely
+legal move.
+
+stdout carries the protocol only (Python-level prints of libraries go to stderr). A bad flag or an unloadable
+checkpoint is one line on stderr and exit status 2; --debug adds tracebacks, also of errors during the session. Set
+JAX_COMPILATION_CACHE_DIR to keep XLA compiles across runs and make later start-ups fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence, TextIO
+
+import chess
+import numpy as np
+
+from chessbrain_jax.config import Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    import jax
+
+    from chessbrain_jax.chess_env import State
+    from chessbrain_jax.player import NetworkPlayer
+
+PROG = "chessbrain_jax.uci"
+AUTHOR = "chessbrain_jax developers"
+SEARCHES = ("gumbel", "puct")
+MAX_SIMULATIONS = 100_000
+MAX_THREADS = 256
+PV_LENGTH = 16  # plies of principal variation read from each tree
+MOVE_OVERHEAD_MS = 30  # kept back from every time budget for the GUI's and the pipe's latency
+DEFAULT_MOVES_TO_GO = 30  # moves the remaining clock is shared over when the GUI does not say (sudden death)
+ROOTS_KEPT = 8  # root positions (FENs) whose pgx states are cached
+
+
+class UsageError(Exception):
+    """A bad flag or checkpoint: one line on stderr, exit status 2."""
+
+
+class UciError(ValueError):
+    """A malformed or impossible command: answered with `info string error: <message>`; nothing changes."""
+
+
+def one_line(text: object) -> str:
+    """`text` with its line breaks and runs of spaces collapsed: a protocol or stderr message is one line."""
+    return " ".join(str(text).split())
+
+
+# ---------------------------------------------------------------------------------------------- search chunks
+
+
+class SearchSettings(NamedTuple):
+    """The UCI options that shape a compiled chunk (each combination is one XLA compile)."""
+
+    simulations: int
+    threads: int
+    search: str
+
+
+class ChunkResult(NamedTuple):
+    """One chunk's statistics on the host; `T` = threads (trees), `A` = 4672 pgx actions, `L` = `PV_LENGTH`.
+
+    action: i32[T] each tree's choice (Gumbel: sequential halving's; PUCT: most visited).
+    weights: f32[T, A] Gumbel's improved policy or PUCT's visit fractions (0 off the root's legal moves).
+    root_value: f32[T] each tree's root value, for the side to move, in [-1, 1].
+    pv: i32[T, 2, L] pgx actions from `action` and from argmax(`weights`), then the most visited child; -1 padded.
+    prior_logits: f32[A] the network's root prior logits (tree 0; illegal moves at the dtype's minimum).
+    """
+
+    action: np.ndarray
+    weights: np.ndarray
+    root_value: np.ndarray
+    pv: np.ndarray
+    prior_logits: np.ndarray
+
+
+def principal_variation(children_index: jax.Array, children_visits: jax.Array, first_action: jax.Array) -> jax.Array:
+    """`i32[PV_LENGTH]`: `first_action`, then the most visited child at each node below it, -1 once the line leaves
+    the tree. Traced, for one tree: `children_index`/`children_visits` are `i32[N, A]`, `first_action` `i32[]`."""
+    import jax
+    import jax.numpy as jnp
+
+    def step(carry, _):
+        node, action = carry
+        inside = node >= 0
+        child = jnp.where(inside, children_index[jnp.maximum(node, 0), action], -1)
+        visits = children_visits[jnp.maximum(child, 0)]
+        next_node = jnp.where((child >= 0) & (visits.max() > 0), child, -1)
+        return (next_node, jnp.argmax(visits).astype(jnp.int32)), jnp.where(inside, action, -1)
+
+    _, actions = jax.lax.scan(step, (jnp.int32(0), first_action), None, length=PV_LENGTH)
+    return actions
+
+
+class ChunkSearch:
+    """Root-parallel search chunks: one jitted call runs `threads` independent mctx trees of `simulations` each from
+    one root. Compiled ahead of time once per `SearchSettings`, by whichever thread asks first, and kept."""
+
+    def __init__(self, apply_fn: Callable, params: Any, config: Config):
+        self._apply_fn, self._params, self._config = apply_fn, params, config
+        self._compiled: dict[SearchSettings, Callable] = {}
+        self._lock = threading.Lock()
+        self.seconds: dict[SearchSettings, float] = {}  # wall time of the latest chunk, for time management
+
+    def compile(self, settings: SearchSettings) -> Callable:
+        with self._lock:
+            if settings not in self._compiled:
+                self._compiled[settings] = self._build(settings)
+            return self._compiled[settings]
+
+    def _build(self, settings: SearchSettings) -> Callable:
+        import jax
+        import jax.numpy as jnp
+
+        from chessbrain_jax import chess_env
+        from chessbrain_jax.search import make_search_fn
+
+        config = dataclasses.replace(self._config, mcts_simulations=settings.simulations, search=settings.search)
+        search = make_search_fn(config, self._apply_fn)
+
+        def chunk(params, seed, state):
+            roots = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (settings.threads, *leaf.shape)), state)
+            output = search(params, jax.random.PRNGKey(seed), roots)
+            tree = output.search_tree
+            most = jnp.argmax(output.action_weights, axis=-1).astype(jnp.int32)
+            chosen = output.action.astype(jnp.int32) if settings.search == "gumbel" else most
+            lines = jax.vmap(jax.vmap(principal_variation, (None, None, 0)))(
+                tree.children_index, tree.children_visits, jnp.stack([chosen, most], axis=1))
+            return chosen, output.action_weights, tree.node_values[:, 0], lines, tree.children_prior_logits[0, 0]
+
+        state_shape = jax.eval_shape(chess_env.ENV.init, jax.random.PRNGKey(0))
+        return jax.jit(chunk).lower(self._params, np.uint32(0), state_shape).compile()
+
+    def run(self, settings: SearchSettings, seed: int, state: State) -> ChunkResult:
+        """Searches the unbatched pgx `state`; `seed` picks the chunk's random numbers."""
+        import jax
+
+        compiled = self.compile(settings)
+        started = time.monotonic()
+        outputs = jax.device_get(compiled(self._params, np.uint32(seed), state))
+        self.seconds[settings] = time.monotonic() - started
+        return ChunkResult(*(np.asarray(output) for output in outputs))
+
+
+class PositionStates:
+    """pgx states (history included) of python-chess games, as `notation.board_to_state` builds them, but cached:
+    pgx parses a FEN eagerly (about a second) while a jitted step takes a millisecond, so root states are kept by
+    FEN and a game that extends the previous position is stepped on from it. Thread-safe."""
+
+    def __init__(self):
+        import jax
+
+        from chessbrain_jax import chess_env
+
+        self._step = jax.jit(chess_env.ENV.step)
+        self._roots: OrderedDict[str, State] = OrderedDict()
+        self._last: tuple[str, list[chess.Move], State] | None = None
+        self._lock = threading.Lock()
+
+    def root(self, fen: str) -> State:
+        """The state of `fen`, checked like `chess_env.from_fen` (ValueError with a one-line reason)."""
+        with self._lock:
+            return self._root(fen)
+
+    def _root(self, fen: str) -> State:
+        from chessbrain_jax import chess_env
+
+        try:
+            key = chess.Board(fen).fen()
+        except ValueError:
+            key = fen  # not a FEN: from_fen below says why
+        if key not in self._roots:
+            self._roots[key] = chess_env.from_fen(fen)
+            if len(self._roots) > ROOTS_KEPT:
+                self._roots.popitem(last=False)
+        self._roots.move_to_end(key)
+        return self._roots[key]
+
+    def state(self, board: chess.Board) -> State:
+        """The unbatched pgx state of `board`, its root position stepped through its move stack."""
+        import jax.numpy as jnp
+
+        from chessbrain_jax import notation
+
+        with self._lock:
+            fen, moves = board.root().fen(), list(board.move_stack)
+            if self._last is not None and self._last[0] == fen and moves[:len(self._last[1])] == self._last[1]:
+                state, done = self._last[2], len(self._last[1])
+            else:
+                state, done = self._root(fen), 0
+            replay = board.root()
+            for index, move in enumerate(moves):
+                if index >= done:
+                    state = self._step(state, jnp.int32(notation.move_to_action(replay, move)))
+                replay.push(move)
+            self._last = (fen, moves, state)
+            return state
+
+
+class SearchTotals:
+    """The statistics of every tree of one `go`, summed over its chunks, restricted to the moves it may play."""
+
+    def __init__(self, board: chess.Board, moves: list[chess.Move], search: str):
+        from chessbrain_jax import notation
+
+        self.board, self.moves, self.search = board, moves, search
+        self.actions = np.array([notation.move_to_action(board, move) for move in moves])  # i32[M]
+        self.weights = np.zeros(len(moves))  # f64[M] summed over trees
+        self.value_sum, self.trees, self.simulations = 0.0, 0, 0
+        self.first_choice = -1
+        self.lines: dict[int, list[int]] = {}  # first pgx action -> the longest line seen from it
+
+    def add(self, result: ChunkResult, simulations: int) -> None:
+        if not self.trees:
+            self.first_choice = int(result.action[0])
+        self.weights += result.weights[:, self.actions].sum(axis=0)
+        self.value_sum += float(result.root_value.sum())
+        self.trees += len(result.action)
+        self.simulations += simulations * len(result.action)
+        for line in result.pv.reshape(-1, PV_LENGTH):
+            actions = [int(action) for action in line if action >= 0]
+            if actions and len(actions) > len(self.lines.get(actions[0], ())):
+                self.lines[actions[0]] = actions
+
+    @property
+    def value(self) -> float:
+        """The mean root value over all trees, for the side to move."""
+        return self.value_sum / max(self.trees, 1)
+
+    def best_action(self) -> int:
+        """The pgx action to play: the allowed move with the most summed weight, or a lone Gumbel tree's choice."""
+        if self.trees == 1 and self.search == "gumbel" and self.first_choice in self.actions:
+            return self.first_choice
+        return int(self.actions[np.argmax(self.weights)])
+
+    def principal_variation(self) -> list[chess.Move]:
+        """The best move, then the longest line any tree found below it, cut at the first illegal move."""
+        from chessbrain_jax import notation
+
+        best = self.best_action()
+        board, pv = self.board.copy(), []
+        for action in self.lines.get(best, [best]):
+            try:
+                move = notation.action_to_move(board, action)
+            except ValueError:  # PUCT may try an illegal move below the root once (pgx scores it as a loss)
+                break
+            if move not in board.legal_moves or (pv and board.is_game_over()):
+                break
+            pv.append(move)
+            board.push(move)
+        return pv
+
+
+# ---------------------------------------------------------------------------------------------- go
+
+
+@dataclasses.dataclass
+class GoCommand:
+    """A parsed `go`: the limits of one search, times in milliseconds (None: not given)."""
+
+    nodes: int | None = None
+    movetime: int | None = None
+    wtime: int | None = None
+    btime: int | None = None
+    winc: int | None = None
+    binc: int | None = None
+    movestogo: int | None = None
+    infinite: bool = False
+    ponder: bool = False
+    searchmoves: list[chess.Move] = dataclasses.field(default_factory=list)
+
+    def budget_seconds(self, white_to_move: bool) -> float | None:
+        """Seconds the move may take (`movetime`, else a share of the clock), or None when there is no time limit."""
+        if self.movetime is not None:
+            milliseconds = self.movetime - MOVE_OVERHEAD_MS
+        else:
+            remaining = self.wtime if white_to_move else self.btime
+            if remaining is None:
+                return None
+            remaining = max(remaining, 0)
+            increment = (self.winc if white_to_move else self.binc) or 0
+            share = remaining / (self.movestogo or DEFAULT_MOVES_TO_GO) + increment / 2
+            milliseconds = min(share, remaining / 2) - MOVE_OVERHEAD_MS
+        return max(milliseconds, 0) / 1000
+
+
+_GO_COUNTS = ("nodes", "movetime", "wtime", "btime", "winc", "binc", "movestogo", "depth", "mate")
+_GO_KEYWORDS = (*_GO_COUNTS, "infinite", "ponder", "searchmoves")
+
+
+def parse_go(tokens: Sequence[str], board: chess.Board) -> tuple[GoCommand, list[str], list[str]]:
+    """(command, errors, notes): a bad argument is an error and is dropped, an unsupported one a note."""
+    go, errors, notes = GoCommand(), [], []
+    index = 0
+    while index < len(tokens):
+        word = tokens[index]
+        index += 1
+        if word in ("infinite", "ponder"):
+            setattr(go, word, True)
+        elif word == "searchmoves":
+            while index < len(tokens) and tokens[index] not in _GO_KEYWORDS:
+                try:
+                    go.searchmoves.append(board.parse_uci(tokens[index]))
+                except ValueError:
+                    errors.append(f"go searchmoves: {tokens[index]!r} is not a legal move here")
+                index += 1
+        elif word in _GO_COUNTS:
+            if index >= len(tokens) or tokens[index] in _GO_KEYWORDS:
+                errors.append(f"go {word}: missing value")
+                continue
+            raw = tokens[index]
+            index += 1
+            try:
+                value = int(raw)
+            except ValueError:
+                errors.append(f"go {word}: expected an integer, got {raw!r}")
+                continue
+            if word in ("depth", "mate"):
+                notes.append(f"go {word} is not supported and is ignored; the other limits apply")
+            elif value < 0 and word not in ("wtime", "btime"):  # a clock may run negative after an overrun
+                errors.append(f"go {word}: expected a value >= 0, got {value}")
+            else:
+                setattr(go, word, value)
+        else:
+            errors.append(f"go: unknown argument {word!r}")
+    go.searchmoves = [move for move in go.searchmoves if move]  # 0000 is no move to search
+    return go, errors, notes
+
+
+class SearchControl:
+    """What the main thread tells a search in flight: stop, or ponderhit (the pondered move was played, so the time
+    limits start counting now)."""
+
+    def __init__(self, go: GoCommand, started: float):
+        self.go, self.started = go, started
+        self.pondering = go.ponder
+        self.stopped = threading.Event()
+        self.answered = threading.Event()  # set just before bestmove goes out
+
+    @property
+    def unlimited(self) -> bool:
+        return (self.go.infinite or self.pondering) and not self.stopped.is_set()
+
+    def ponderhit(self) -> None:
+        self.started, self.pondering = time.monotonic(), False
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+# ---------------------------------------------------------------------------------------------- protocol
+
+
+class Output:
+    """The protocol's stdout: whole lines, flushed at once, one writer at a time (main thread and search worker)."""
+
+    def __init__(self, stream: TextIO):
+        self._stream, self._lock = stream, threading.Lock()
+
+    def send(self, line: str) -> None:
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):  # the GUI is gone; the end of stdin stops the engine
+                pass
+
+    def info(self, text: str) -> None:
+        self.send(f"info string {one_line(text)}")
+
+    def error(self, text: str) -> None:
+        self.info(f"error: {text}")
+
+
+class UciEngine:
+    """The session: options, the current position, the search in flight. `handle(line)` runs one command in the
+    main thread; `go` searches in a worker thread, so `isready`, `stop` and `ponderhit` are answered meanwhile."""
+
+    def __init__(self, player: NetworkPlayer, out: Output, debug: bool = False):
+        self.player, self.out, self.debug = player, out, debug
+        self.searcher = ChunkSearch(player.apply_fn, player.params, player.config)
+        self.positions = PositionStates()
+        self.defaults = SearchSettings(player.simulations, 1, player.config.search)
+        self.settings = self.defaults
+        self.board = chess.Board()
+        self._seeds = itertools.count()
+        self._control: SearchControl | None = None
+        self._worker: threading.Thread | None = None
+        self._handlers: dict[str, Callable[[list[str]], None]] = {
+            "uci": self._uci, "isready": self._isready, "ucinewgame": self._ucinewgame, "position": self._position,
+            "go": self._go, "stop": self._stop, "ponderhit": self._ponderhit, "setoption": self._setoption,
+            "debug": lambda _: None, "register": lambda _: None,
+        }
+
+    def warm_up(self) -> None:
+        """Starts compiling, in two background threads, the default chunk and the step that builds positions."""
+        opening = chess.Board()
+        opening.push_uci("e2e4")
+        for work in (lambda: self.searcher.compile(self.settings), lambda: self.positions.state(opening)):
+            threading.Thread(target=self._quietly, args=(work,), daemon=True).start()
+
+    def handle(self, line: str) -> bool:
+        """Runs one command line; False after `quit`."""
+        tokens = line.split()
+        if not tokens:
+            return True
+        command, arguments = tokens[0], tokens[1:]
+        if command == "quit":
+            self.finish_search()
+            return False
+        handler = self._handlers.get(command)
+        if handler is None:
+            self.out.error(f"unknown command {command!r}")
+            return True
+        try:
+            handler(arguments)
+        except UciError as error:
+            self.out.error(str(error))
+        except Exception as error:  # a bug must not end the session: report it and keep serving
+            self._internal_error(error)
+        return True
+
+    def finish_search(self) -> None:
+        """Stops the search in flight, if any, and waits for its bestmove."""
+        if self._control is not None:
+            self._control.stop()
+        if self._worker is not None:
+            self._worker.join()
+        self._worker = self._control = None
+
+    def _internal_error(self, error: Exception) -> None:
+        if self.debug:
+            traceback.print_exc(file=sys.stderr)
+        self.out.error(f"internal error: {type(error).__name__}: {error}")
+
+    def _quietly(self, work: Callable[[], Any]) -> None:
+        try:
+            work()
+        except Exception as error:
+            self._internal_error(error)
+
+    def _searching(self) -> bool:
+        return self._control is not None and not self._control.answered.is_set()
+
+    # -- commands
+
+    def _uci(self, _: list[str]) -> None:
+        self.out.send(f"id name chessbrain_jax {self.player.name}")
+        self.out.send(f"id author {AUTHOR}")
+        self.out.send(f"option name Simulations type spin default {self.defaults.simulations} min 1 "
+                      f"max {MAX_SIMULATIONS}")
+        self.out.send(f"option name Threads type spin default {self.defaults.threads} min 1 max {MAX_THREADS}")
+        self.out.send(f"option name Search type combo default {self.defaults.search} "
+                      + " ".join(f"var {name}" for name in SEARCHES))
+        self.out.send("uciok")
+
+    def _isready(self, _: list[str]) -> None:
+        try:
+            if not self._searching():  # get the current position and chunk ready, so that `go` pays no compile
+                self.positions.state(self.board)
+                self.searcher.compile(self.settings)
+        finally:
+            self.out.send("readyok")
+
+    def _ucinewgame(self, _: list[str]) -> None:
+        self.finish_search()
+        self.board = chess.Board()
+
+    def _position(self, tokens: list[str]) -> None:
+        usage = "position: expected 'position startpos|fen <FEN> [moves <move> ...]'"
+        if not tokens or tokens[0] not in ("startpos", "fen"):
+            raise UciError(usage)
+        end = tokens.index("moves") if "moves" in tokens else len(tokens)
+        if tokens[0] == "startpos":
+            if end != 1:
+                raise UciError(usage)
+            fen = chess.STARTING_FEN
+        else:
+            fen = " ".join(tokens[1:end])
+            try:
+                self.positions.root(fen)
+            except ValueError as error:
+                raise UciError(f"position: {error}") from None
+        board = chess.Board(fen)
+        for number, text in enumerate(tokens[end + 1:], 1):
+            try:
+                move = board.parse_uci(text)
+            except ValueError:
+                raise UciError(f"position: move {number} {text!r} is not legal in {board.fen()}") from None
+            if not move:
+                raise UciError(f"position: move {number} is the null move 0000, which pgx cannot play")
+            board.push(move)
+        self.board = board
+
+    def _setoption(self, tokens: list[str]) -> None:
+        if not tokens or tokens[0] != "name" or len(tokens) < 2:
+            raise UciError("setoption: expected 'setoption name <name> [value <value>]'")
+        end = tokens.index("value") if "value" in tokens else len(tokens)
+        name, value = " ".join(tokens[1:end]), " ".join(tokens[end + 1:])
+        if name.lower() == "simulations":
+            self.settings = self.settings._replace(simulations=_spin(name, value, MAX_SIMULATIONS))
+        elif name.lower() == "threads":
+            self.settings = self.settings._replace(threads=_spin(name, value, MAX_THREADS))
+        elif name.lower() == "search":
+            if value.lower() not in SEARCHES:
+                raise UciError(f"setoption {name}: value must be one of {', '.join(SEARCHES)}, got {value!r}")
+            self.settings = self.settings._replace(search=value.lower())
+        else:
+            raise UciError(f"setoption: unknown option {name!r} (options: Simulations, Threads, Search)")
+
+    def _go(self, tokens: list[str]) -> None:
+        started = time.monotonic()
+        go, errors, notes = parse_go(tokens, self.board)
+        for error in errors:
+            self.out.error(error)
+        for note in notes:
+            self.out.info(note)
+        self.finish_search()  # a new `go` ends the search in flight, which answers its own bestmove first
+        self._control = SearchControl(go, started)
+        self._worker = threading.Thread(target=self._think, name="search", daemon=True,
+                                        args=(self.board.copy(), self.settings, self._control))
+        self._worker.start()
+
+    def _stop(self, _: list[str]) -> None:
+        if self._control is not None:
+            self._control.stop()
+
+    def _ponderhit(self, _: list[str]) -> None:
+        if self._control is not None:
+            self._control.ponderhit()
+
+    # -- the search worker
+
+    def _think(self, board: chess.Board, settings: SearchSettings, control: SearchControl) -> None:
+        """Searches `board` within `control`'s limits and answers bestmove, whatever happens."""
+        try:
+            pv = self._search(board, settings, control)
+        except Exception as error:
+            self._internal_error(error)
+            pv = list(board.legal_moves)[:1]  # still a legal answer
+        answer = f"bestmove {pv[0].uci() if pv else '0000'}"
+        control.answered.set()
+        self.out.send(answer + (f" ponder {pv[1].uci()}" if len(pv) > 1 else ""))
+
+    def _search(self, board: chess.Board, settings: SearchSettings, control: SearchControl) -> list[chess.Move]:
+        """The principal variation to answer with (empty when the game is over)."""
+        outcome = board.outcome(claim_draw=False)
+        if outcome is not None:
+            self.out.info(f"game over ({outcome.termination.name.lower()}, {outcome.result()}): no move to play")
+            while control.unlimited:  # `go infinite` answers only after `stop`
+                control.stopped.wait(0.05)
+            return []
+        from chessbrain_jax.player import value_to_centipawns
+
+        state = self.positions.state(board)
+        moves = control.go.searchmoves or list(board.legal_moves)
+        totals = SearchTotals(board, moves, settings.search)
+        if control.go.searchmoves:
+            mask = np.zeros(state.legal_action_mask.shape, bool)
+            mask[totals.actions] = True
+            state = state.replace(legal_action_mask=mask)
+        drawn_by_pgx = bool(state.terminated)
+        while True:
+            result = self.searcher.run(settings, next(self._seeds), state)
+            totals.add(result, settings.simulations)
+            if drawn_by_pgx:
+                return [self._prior_move(totals, result.prior_logits, control)]
+            elapsed = time.monotonic() - control.started
+            pv = totals.principal_variation()
+            nodes, milliseconds = totals.simulations, max(int(elapsed * 1000), 1)
+            self.out.send(f"info depth {len(pv)} nodes {nodes} nps {nodes * 1000 // milliseconds} score cp "
+                          f"{value_to_centipawns(totals.value)} time {milliseconds} pv "
+                          + " ".join(move.uci() for move in pv))
+            if not self._another_chunk(board, settings, control, totals):
+                return pv
+
+    def _another_chunk(self, board: chess.Board, settings: SearchSettings, control: SearchControl,
+                       totals: SearchTotals) -> bool:
+        if control.stopped.is_set():
+            return False
+        if control.unlimited:
+            return True
+        go = control.go
+        if go.nodes is not None and totals.simulations >= go.nodes:
+            return False
+        budget = go.budget_seconds(board.turn == chess.WHITE)
+        if budget is not None and time.monotonic() - control.started + self.searcher.seconds[settings] > budget:
+            return False
+        return go.nodes is not None or budget is not None  # a plain `go` runs one chunk
+
+    def _prior_move(self, totals: SearchTotals, prior_logits: np.ndarray, control: SearchControl) -> chess.Move:
+        """The network's most likely legal move, for a position pgx already ends (its search has nothing to weigh)."""
+        self.out.info("pgx scores this position as drawn (repetition, 50-move rule or 512 plies): playing the "
+                      "network's most likely legal move")
+        while control.unlimited:
+            control.stopped.wait(0.05)
+        return totals.moves[int(np.argmax(prior_logits[totals.actions]))]
+
+
+def _spin(name: str, value: str, maximum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= maximum:
+        raise UciError(f"setoption {name}: value must be an integer in [1, {maximum}], got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit status 2, in `main`)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog=f"python -m {PROG}", description="A UCI chess engine playing a chessbrain_jax "
+                            "network with mctx search. Without a checkpoint it plays an untrained network.")
+    parser.add_argument("--checkpoint", metavar="PATH", help="A checkpoint step folder "
+                        "<checkpoint-dir>/<job-id>_step<N>.")
+    parser.add_argument("--checkpoint-dir", metavar="DIR", help="With --job: the checkpoint root to look in.")
+    parser.add_argument("--job", metavar="JOB", help="With --checkpoint-dir: play this job's latest checkpoint.")
+    parser.add_argument("--simulations", metavar="N", type=_positive_int, help="Default of the Simulations option "
+                        "(simulations per tree per chunk) [default: the network's training setting].")
+    parser.add_argument("--search", choices=SEARCHES, help="Default of the Search option [default: the network's "
+                        "training setting].")
+    parser.add_argument("--channels", metavar="N", help="Untrained network only: tower width [default: 64].")
+    parser.add_argument("--blocks", metavar="N", help="Untrained network only: residual blocks [default: 6].")
+    parser.add_argument("--debug", action="store_true", help="Tracebacks on stderr for errors.")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The flags, checked without importing jax: a typo is reported in milliseconds."""
+    args = build_parser().parse_args(list(argv))
+    if args.checkpoint is not None and (args.checkpoint_dir is not None or args.job is not None):
+        raise UsageError("--checkpoint excludes --checkpoint-dir/--job")
+    if (args.checkpoint_dir is None) != (args.job is None):
+        raise UsageError("--checkpoint-dir and --job go together")
+    if (args.checkpoint is not None or args.job is not None) and (args.channels or args.blocks):
+        raise UsageError("--channels/--blocks shape an untrained network; a checkpoint brings its own")
+    if args.checkpoint is not None and not os.path.exists(args.checkpoint):
+        raise UsageError(f"checkpoint {args.checkpoint} does not exist")
+    if args.checkpoint_dir is not None and not os.path.isdir(args.checkpoint_dir):
+        raise UsageError(f"checkpoint folder {args.checkpoint_dir} does not exist")
+    return args
+
+
+def load_player(args: argparse.Namespace) -> NetworkPlayer:
+    """The network the flags name: a checkpoint, a job's latest checkpoint, or an untrained one."""
+    from chessbrain_jax import checkpoint, player
+
+    try:
+        if args.checkpoint is not None:
+            return player.load_player(args.checkpoint, simulations=args.simulations, search=args.search)
+        if args.job is not None:
+            return player.load_player(args.job, args.checkpoint_dir, simulations=args.simulations, search=args.search)
+        shape = [text for flag, value in (("--channels", args.channels), ("--blocks", args.blocks))
+                 if value is not None for text in (flag, value)]
+        config = load_config(shape, environ={})[0]
+        return player.untrained_player(config, simulations=args.simulations, search=args.search)
+    except (checkpoint.CheckpointError, ConfigError, OSError) as error:
+        raise UsageError(one_line(error)) from error
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    protocol = sys.stdout
+    try:
+        args = parse_args(argv)
+        sys.stdout = sys.stderr  # from here on stray prints of libraries must not corrupt the protocol
+        engine = UciEngine(load_player(args), Output(protocol), debug=args.debug)
+        engine.warm_up()
+        for line in iter(sys.stdin.readline, ""):
+            if not engine.handle(line):
+                break
+        else:
+            engine.finish_search()  # the end of input acts as quit
+    except UsageError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        sys.stdout = protocol
+    return 0
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # at once: a compile still running in a background thread cannot be interrupted
