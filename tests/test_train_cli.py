@@ -195,3 +195,30 @@ def test_registry_lists_the_jobs_checkpoints_with_metrics(finished_run, capsys):
     assert lines[0].split()[:2] == ["step", "saved"] and lines[1].split()[0] == "4" and len(lines) == 3
     assert registry.main(["other", "--checkpoint-dir", str(root / "ckpt")]) == 2
     assert "no checkpoints of job 'other'" in capsys.readouterr().err
+
+
+def test_load_player_from_a_checkpoint_searches_and_plays_legal_moves(finished_run):
+    import chess
+
+    from chessbrain_jax import player
+
+    root, _, _, result = finished_run
+    searcher = player.load_player(result.checkpoint_path, simulations=4)
+    assert searcher.name == "cli_step6" and searcher.description == "cli_step6 (gumbel, 4 simulations)"
+    board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
+    analysis = searcher.analyse(board)
+    assert analysis.move in board.legal_moves and analysis.pv[0] == analysis.move
+    assert sum(analysis.visits.values()) == 4 and set(analysis.visits) <= set(board.legal_moves)
+    assert sum(analysis.policy.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(analysis.prior.values()) == pytest.approx(1.0, abs=1e-5) and -1 <= analysis.value <= 1
+    raw = player.load_player("cli", checkpoint_dir=str(root / "ckpt"), simulations=0)
+    raw_analysis = raw.analyse(board)
+    assert raw_analysis.move == max(raw_analysis.prior, key=raw_analysis.prior.get)
+    net = checkpoint.load_network(result.checkpoint_path)
+    from chessbrain_jax import notation
+
+    logits, _ = net.apply(notation.board_to_state(board).observation[None])
+    legal = sorted(notation.legal_actions(board))
+    expected = jax.nn.softmax(np.asarray(logits[0])[legal])
+    np.testing.assert_allclose([raw_analysis.prior[notation.action_to_move(board, a)] for a in legal], expected,
+                               rtol=1e-5)
