@@ -11,6 +11,7 @@ it is played, so an illegal move is impossible to record, and every game is writ
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
@@ -279,13 +280,36 @@ def _random_opening(board: chess.Board, plies: int, rng: np.random.Generator) ->
     return board
 
 
+@functools.cache
+def _jitted():
+    """The arena's two device functions, compiled once per process (evaluation during training calls play_match
+    repeatedly): a batched env step with the mover's reward, and a gather of a subset of games."""
+    import jax
+
+    from chessbrain_jax import chess_env
+
+    def step(states, actions):
+        after = chess_env.step(states, actions)
+        return after, chess_env.mover_reward(states, after)
+
+    return jax.jit(step), jax.jit(lambda states, index: jax.tree.map(lambda leaf: leaf[index], states))
+
+
+def _step(states, actions):
+    return _jitted()[0](states, actions)
+
+
+def _take(states, index):
+    return _jitted()[1](states, index)
+
+
 def play_match(player_a, player_b, games: int, openings: Sequence[chess.Board] | None = None,
                opening_plies: int = 0, max_plies: int = 512, seed: int = 0,
                progress: Callable[[int, int], None] | None = None) -> list[Game]:
     """Plays `games` games between A and B and returns them in order (game 2k: A moves first from opening k)."""
     import jax
 
-    from chessbrain_jax import chess_env, notation
+    from chessbrain_jax import notation
 
     if games < 1:
         raise ArenaError(f"--games must be >= 1, got {games}")
@@ -299,8 +323,6 @@ def play_match(player_a, player_b, games: int, openings: Sequence[chess.Board] |
     groups = [np.arange(parity, games, 2) for parity in (0, 1)]
     done = np.zeros(games, bool)
     results: list[tuple[float, str, str] | None] = [None] * games
-    step = jax.jit(lambda s, a: (chess_env.step(s, a), chess_env.mover_reward(s, chess_env.step(s, a))))
-    take = jax.jit(lambda s, index: jax.tree.map(lambda leaf: leaf[index], s))
 
     for ply in range(max_plies):
         if done.all():
@@ -316,8 +338,8 @@ def play_match(player_a, player_b, games: int, openings: Sequence[chess.Board] |
                     actions[i] = notation.move_to_action(boards[i], mover.move(boards[i]))
             else:
                 key, subkey = jax.random.split(key)
-                actions[index] = np.asarray(mover.actions(subkey, take(states, index)))
-        states, reward = step(states, jax.numpy.asarray(actions))
+                actions[index] = np.asarray(mover.actions(subkey, _take(states, index)))
+        states, reward = _step(states, jax.numpy.asarray(actions))
         terminated, reward = jax.device_get((states.terminated, reward))
         for i in np.flatnonzero(~done):
             board = boards[i]

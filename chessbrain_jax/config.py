@@ -82,6 +82,8 @@ class Config:
                             choices=("auto", "bfloat16", "float32"))
     log_every: int = _field(1, "Write metrics every N episodes.", group=RUN, minimum=1)
     quiet: bool = _field(False, "No progress bar; one plain line per logged episode.", group=RUN)
+    profile: bool = _field(False, "Write a JAX profiler trace of one episode (the second, or the only one) to "
+                           "<log-dir>/<job-id>/plugins/profile/ for TensorBoard's profile tab.", group=RUN)
 
     # --- Self-play and search.
     selfplay_batch: int = _field(64, "Games played in parallel on the device.", group=PLAY, minimum=1)

@@ -82,3 +82,15 @@ def make_network(config: Config, dtype: str = "float32") -> ChessNet:
 def init_params(network: ChessNet, key: jax.Array):
     """Float32 parameters for `network` (master weights, whatever the compute dtype)."""
     return jax.jit(lambda k: network.init(k, jnp.zeros((1, *OBSERVATION_SHAPE), jnp.float32))["params"])(key)
+
+
+def matmul_flops_per_position(channels: int, blocks: int, value_channels: int = 8, value_hidden: int = 128) -> int:
+    """Multiply-add FLOPs (2 per MAC) of `ChessNet`'s convolutions and dense layers for one position, counted by
+    hand: the stem and the tower's 3x3 convolutions dominate. A 3x3 'SAME' convolution over 8x8 squares has
+    (2 + 6 x 3)^2 = 484 kernel taps on the board (not 64 x 9 = 576: edge squares miss the padding), so it costs
+    2 x 484 x C_in x C_out. Norms and activations, a few percent, are left out."""
+    squares, planes = 64, OBSERVATION_SHAPE[-1]
+    conv3 = lambda cin, cout: 2 * 484 * cin * cout  # noqa: E731
+    return (conv3(planes, channels) + 2 * blocks * conv3(channels, channels) + conv3(channels, channels)
+            + 2 * squares * channels * MOVE_PLANES + 2 * squares * channels * value_channels
+            + 2 * squares * value_channels * value_hidden + 2 * value_hidden)

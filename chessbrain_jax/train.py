@@ -105,7 +105,7 @@ def prepare_folders(config: Config, resume: bool, overwrite: bool) -> tuple[str,
 # Settings a resumed job may change; every other setting shapes the state or the math and stays the job's own.
 RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "log_every", "quiet", "log_dir",
                 "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
-                "producer_queue_size", "producer_device", "eval_interval", "eval_games", "eval_opponent",
+                "producer_queue_size", "producer_device", "profile", "eval_interval", "eval_games", "eval_opponent",
                 "eval_simulations", "selfplay_pgn_games")
 
 
@@ -326,6 +326,9 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
         with stop:
             for episode in range(first_episode, config.episodes + 1):
                 key, play_key, train_key = jax.random.split(key, 3)
+                profiling = config.profile and episode == min(first_episode + 1, config.episodes)
+                if profiling:
+                    jax.profiler.start_trace(job_dir)
                 started = time.monotonic()
                 games, trajectory, stats = play(train_state.params, games, play_key)
                 buffer = add(buffer, trajectory, games)
@@ -344,6 +347,9 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                     train_state, train_metrics = train(train_state, buffer, train_key)
                     train_metrics = {name: float(value) for name, value in jax.device_get(train_metrics).items()}
                 train_s = time.monotonic() - started
+                if profiling:
+                    jax.profiler.stop_trace()
+                    say(f"profiler trace of episode {episode} written under {job_dir}/plugins/profile/")
                 step = int(train_state.step)
                 skipped = round(train_metrics.pop("nonfinite_skipped", 0.0) * config.micro_steps_per_episode)
 

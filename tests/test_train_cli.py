@@ -26,7 +26,7 @@ def finished_run(tmp_path_factory):
             "--plies-per-episode", "4",
             "--mcts-simulations", "4", "--channels", "8", "--blocks", "1", "--batch-size", "8",
             "--replay-capacity", "64", "--max-plies", "64", "--job-id", "cli", "--quiet",
-            "--eval-interval", "2", "--eval-games", "2", "--eval-simulations", "0",
+            "--eval-interval", "2", "--eval-games", "2", "--eval-simulations", "0", "--profile",
             "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt")]
     config, _ = load_config(argv, environ={})
     return root, argv, config, train.run(config)
@@ -222,3 +222,9 @@ def test_load_player_from_a_checkpoint_searches_and_plays_legal_moves(finished_r
     expected = jax.nn.softmax(np.asarray(logits[0])[legal])
     np.testing.assert_allclose([raw_analysis.prior[notation.action_to_move(board, a)] for a in legal], expected,
                                rtol=1e-5)
+
+
+def test_profile_trace_is_written_for_tensorboard(finished_run):
+    root, *_ = finished_run
+    traces = glob.glob(str(root / "runs" / "cli" / "plugins" / "profile" / "*" / "*.xplane.pb"))
+    assert len(traces) == 1 and os.path.getsize(traces[0]) > 10_000

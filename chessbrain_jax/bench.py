@@ -1,0 +1,249 @@
+"""Throughput of the hot path, measured in one process: `python -m chessbrain_jax.bench [--json]`.
+
+Self-play (positions/s, simulations/s, network evaluations/s), training (samples/s), the compile time of each, the
+network's FLOPs per position (XLA's cost analysis of the compiled forward pass), achieved FLOP/s and MFU against the
+device's peak (on CPU: a float32 matmul measured in the same run; on GPUs: the datasheet dense peak), bytes per
+search-tree node (from the shapes of mctx's tree) and peak device memory where the backend reports it. With
+`--naive N` it also plays N moves with the old pipeline's design (`benchmarks/naive_reference.py`: python-chess
+boards, a Python PUCT loop, one batch-1 network call per leaf) at the same network and simulations, and reports the
+speedup measured side by side. `--profile DIR` writes a JAX profiler trace of one self-play episode and one
+training chunk for TensorBoard's profile tab.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import Any, Sequence
+
+from chessbrain_jax.config import ConfigError, OneLineParser, load_config
+
+PROG = "python -m chessbrain_jax.bench"
+# Dense peak FLOP/s from the vendors' datasheets (SXM parts), by device kind substring and compute dtype.
+GPU_PEAKS = {"H200": {"bfloat16": 989e12, "float32": 67e12}, "H100": {"bfloat16": 989e12, "float32": 67e12},
+             "A100": {"bfloat16": 312e12, "float32": 19.5e12}}
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description="Measure self-play and training throughput.")
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--simulations", type=int, default=32)
+    parser.add_argument("--selfplay-batch", type=int, default=64, help="parallel games")
+    parser.add_argument("--plies", type=int, default=4, help="plies per measured self-play call")
+    parser.add_argument("--batch-size", type=int, default=16, help="train micro-batch")
+    parser.add_argument("--search", choices=("gumbel", "puct"), default="gumbel")
+    parser.add_argument("--precision", choices=("auto", "bfloat16", "float32"), default="auto")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per stage (after compile)")
+    parser.add_argument("--naive", type=int, default=0, metavar="MOVES",
+                        help="also play MOVES moves with benchmarks/naive_reference.py (run from the repo root)")
+    parser.add_argument("--profile", default=None, metavar="DIR", help="write a profiler trace to DIR")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _timed(function, minimum_seconds: float, *args) -> tuple[int, float, Any]:
+    """Calls `function(*args)` (blocking on its result) until `minimum_seconds` pass; (calls, seconds, last)."""
+    import jax
+
+    calls, started = 0, time.perf_counter()
+    while True:
+        result = jax.block_until_ready(function(*args))
+        calls += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= minimum_seconds:
+            return calls, elapsed, result
+
+
+def matmul_flops_per_s(dtype: str, size: int = 1024, seconds: float = 2.0) -> float:
+    """Measured FLOP/s of a `size x size` matmul chain in `dtype`: the CPU 'peak' the MFU is quoted against."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((size, size), dtype) / size
+    chain = jax.jit(lambda x: jax.lax.fori_loop(0, 8, lambda _, y: y @ a, x))
+    chain(a).block_until_ready()
+    calls, elapsed, _ = _timed(chain, seconds, a)
+    return calls * 8 * 2 * size ** 3 / elapsed
+
+
+def network_flops(apply_fn, params, batch: int, dtype) -> float:
+    """FLOPs per position of one forward pass, from XLA's cost analysis of the compiled call at `batch`."""
+    import jax
+    import jax.numpy as jnp
+
+    from chessbrain_jax.model import OBSERVATION_SHAPE
+
+    compiled = jax.jit(apply_fn).lower(params, jnp.zeros((batch, *OBSERVATION_SHAPE), jnp.float32)).compile()
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list):
+        analysis = analysis[0]
+    return float(analysis.get("flops", math.nan)) / batch
+
+
+def tree_bytes(config, apply_fn, params, states) -> dict[str, float]:
+    """Bytes per search-tree node: the node's stored pgx state (embedding) and mctx's per-node statistics."""
+    import jax
+
+    from chessbrain_jax.search import make_search_fn
+
+    output = jax.eval_shape(make_search_fn(config, apply_fn), params, jax.random.PRNGKey(0), states)
+    tree = output.search_tree
+    nodes = config.selfplay_batch * (config.mcts_simulations + 1)
+    size = lambda tree_part: sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree_part))  # noqa
+    embedding = size(tree.embeddings) / nodes
+    return {"tree_bytes_per_node": size(tree) / nodes, "embedding_bytes_per_node": embedding,
+            "statistics_bytes_per_node": size(tree) / nodes - embedding, "tree_bytes_per_search": size(tree)}
+
+
+def peak_memory_bytes(device) -> int | None:
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without memory statistics (CPU) raise or return None
+        return None
+    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+
+
+def run(args) -> dict[str, Any]:
+    for name in ("channels", "simulations", "selfplay_batch", "plies", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.duration <= 0:
+        raise ConfigError(f"--duration must be > 0, got {args.duration}")
+    config, _ = load_config([
+        "--channels", str(args.channels), "--blocks", str(args.blocks), "--mcts-simulations", str(args.simulations),
+        "--selfplay-batch", str(args.selfplay_batch), "--plies-per-episode", str(args.plies),
+        "--batch-size", str(args.batch_size), "--search", args.search, "--precision", args.precision,
+        "--replay-capacity", str(max(args.selfplay_batch * args.plies, args.batch_size)),
+        "--sample-reuse", "1", "--device", args.device, "--exploration-rate", "0"], environ={})
+    from chessbrain_jax.train import select_device
+
+    devices = select_device(config.device)
+    import jax
+
+    from chessbrain_jax import learner, model, replay, selfplay
+    from chessbrain_jax.config import resolve_precision
+
+    device = devices[0]
+    dtype, _ = resolve_precision(config, device.platform)
+    network = model.make_network(config, dtype)
+    apply_fn = lambda params, observation: network.apply({"params": params}, observation)  # noqa: E731
+    params = model.init_params(network, jax.random.PRNGKey(0))
+    result: dict[str, Any] = {
+        "device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "dtype": dtype,
+        "channels": config.channels, "blocks": config.blocks, "simulations": config.mcts_simulations,
+        "search": config.search, "selfplay_batch": config.selfplay_batch, "batch_size": config.batch_size}
+
+    # Self-play: one compiled call plays `plies` moves of every game.
+    games = selfplay.init_selfplay(config)
+    play_episode = jax.jit(selfplay.make_play_episode(config, apply_fn))
+    started = time.perf_counter()
+    play = play_episode.lower(params, games, jax.random.PRNGKey(0)).compile()
+    result["selfplay_compile_s"] = time.perf_counter() - started
+    games, trajectory, _ = jax.block_until_ready(play(params, games, jax.random.PRNGKey(1)))
+    calls, seconds, _ = _timed(lambda: play(params, games, jax.random.PRNGKey(2)), args.duration)
+    positions = calls * config.positions_per_episode / seconds
+    evaluations = positions * (config.mcts_simulations + 1)  # the root, then one leaf per simulation
+    result.update(selfplay_positions_per_s=positions, simulations_per_s=positions * config.mcts_simulations,
+                  network_evaluations_per_s=evaluations)
+
+    # Training: micro-steps on a buffer of the positions just played.
+    buffer = replay.add(replay.init_replay(config), trajectory, games)
+    optimizer = learner.make_optimizer(config)
+    state = learner.init_train_state(jax.tree.map(jax.numpy.copy, params), optimizer)  # steps donate it
+    step = jax.jit(learner.make_micro_step(config, apply_fn, optimizer), donate_argnums=0)
+    started = time.perf_counter()
+    step = step.lower(state, buffer, jax.random.PRNGKey(0)).compile()
+    result["train_compile_s"] = time.perf_counter() - started
+    state, _ = jax.block_until_ready(step(state, buffer, jax.random.PRNGKey(1)))
+    keys = jax.random.split(jax.random.PRNGKey(3), 1_000_000)
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < args.duration:
+        for _ in range(8):  # dispatch ahead, as the training loop does
+            state, metrics = step(state, buffer, keys[calls])
+            calls += 1
+        jax.block_until_ready(metrics)
+    samples = calls * config.batch_size / (time.perf_counter() - started)
+    result["train_samples_per_s"] = samples
+
+    # FLOPs and utilisation.
+    flops = network_flops(apply_fn, params, config.selfplay_batch, dtype)
+    result["network_flops_per_position"] = flops
+    result["selfplay_network_flops_per_s"] = evaluations * flops
+    result["train_flops_per_s"] = 3 * samples * flops  # forward + backward ~ 3 forward passes
+    if device.platform == "cpu":
+        peak, source = matmul_flops_per_s(dtype), f"measured {dtype} 1024x1024 matmul on this CPU"
+    else:
+        peak = next((peaks.get(dtype) for kind, peaks in GPU_PEAKS.items() if kind in device.device_kind), None)
+        source = f"{device.device_kind} datasheet dense {dtype}" if peak else "unknown device"
+    result.update(peak_flops_per_s=peak, peak_source=source,
+                  selfplay_mfu=evaluations * flops / peak if peak else None,
+                  train_mfu=3 * samples * flops / peak if peak else None)
+    result.update(tree_bytes(config, apply_fn, params, games.env))
+    result["peak_device_memory_bytes"] = peak_memory_bytes(device)
+
+    if args.profile:
+        with jax.profiler.trace(args.profile):
+            with jax.named_scope("bench_selfplay"):
+                jax.block_until_ready(play(params, games, jax.random.PRNGKey(4)))
+            with jax.named_scope("bench_train"):
+                jax.block_until_ready(step(state, buffer, jax.random.PRNGKey(5)))
+        result["profile"] = args.profile
+
+    if args.naive:
+        try:
+            from benchmarks import naive_reference
+        except ImportError:
+            raise ConfigError("--naive needs benchmarks/naive_reference.py: run from the repository root") from None
+        naive = naive_reference.play(config, params, moves=args.naive, simulations=config.mcts_simulations, seed=0)
+        result["naive"] = naive
+        result["speedup_over_naive"] = positions / naive["moves_per_s"]
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    lines = [
+        f"{result['device']} ({result['platform']}, jax {result['jax']}, {result['dtype']}): "
+        f"{result['channels']} ch x {result['blocks']} blocks, {result['search']} {result['simulations']} sims, "
+        f"{result['selfplay_batch']} games, train batch {result['batch_size']}",
+        f"self-play: {result['selfplay_positions_per_s']:.1f} positions/s, {result['simulations_per_s']:.0f} "
+        f"simulations/s, {result['network_evaluations_per_s']:.0f} network evaluations/s "
+        f"(compile {result['selfplay_compile_s']:.1f}s)",
+        f"training: {result['train_samples_per_s']:.1f} samples/s (compile {result['train_compile_s']:.1f}s)",
+        f"network: {result['network_flops_per_position'] / 1e6:.1f} MFLOP/position; self-play "
+        f"{result['selfplay_network_flops_per_s'] / 1e9:.2f} GFLOP/s, training {result['train_flops_per_s'] / 1e9:.2f}"
+        f" GFLOP/s",
+    ]
+    if result["peak_flops_per_s"]:
+        lines.append(f"MFU: self-play {100 * result['selfplay_mfu']:.1f}%, training {100 * result['train_mfu']:.1f}% "
+                     f"of {result['peak_flops_per_s'] / 1e9:.1f} GFLOP/s ({result['peak_source']})")
+    lines.append(f"search tree: {result['tree_bytes_per_node'] / 1e3:.1f} KB/node (state "
+                 f"{result['embedding_bytes_per_node'] / 1e3:.1f} KB, statistics "
+                 f"{result['statistics_bytes_per_node'] / 1e3:.1f} KB), {result['tree_bytes_per_search'] / 1e6:.1f} "
+                 f"MB per search; peak device memory "
+                 + (f"{result['peak_device_memory_bytes'] / 2**20:.0f} MiB" if result["peak_device_memory_bytes"]
+                    else "not reported by this backend"))
+    if "naive" in result:
+        lines.append(f"naive reference: {result['naive']['moves_per_s']:.2f} moves/s -> batched design is "
+                     f"{result['speedup_over_naive']:.1f}x faster")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from chessbrain_jax.train import UsageError
+
+    try:
+        args = build_parser().parse_args(argv)
+        result = run(args)
+    except (ConfigError, UsageError) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result) if args.json else summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

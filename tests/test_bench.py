@@ -1,0 +1,43 @@
+"""The benchmark's arithmetic: FLOPs counted by hand agree with XLA, and its figures are consistent."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+
+from chessbrain_jax import bench, chess_env, model
+
+
+@pytest.mark.parametrize("channels, blocks", [(8, 1), (32, 2)])
+def test_hand_counted_flops_agree_with_xla_cost_analysis(channels, blocks):
+    network = model.ChessNet(channels, blocks)
+    params = model.init_params(network, jax.random.PRNGKey(0))
+    measured = bench.network_flops(lambda p, o: network.apply({"params": p}, o), params, 4, "float32")
+    counted = model.matmul_flops_per_position(channels, blocks)
+    assert counted <= measured <= 1.05 * counted  # XLA also counts norms and activations
+
+
+def test_bench_reports_consistent_figures(capsys):
+    assert bench.main(["--channels", "8", "--blocks", "1", "--simulations", "4", "--selfplay-batch", "4",
+                       "--plies", "2", "--batch-size", "8", "--duration", "0.3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    positions = result["selfplay_positions_per_s"]
+    assert positions > 0 and result["train_samples_per_s"] > 0
+    assert result["simulations_per_s"] == pytest.approx(4 * positions)
+    assert result["network_evaluations_per_s"] == pytest.approx(5 * positions)
+    assert result["network_flops_per_position"] >= model.matmul_flops_per_position(8, 1)
+    assert result["selfplay_mfu"] == pytest.approx(
+        result["network_evaluations_per_s"] * result["network_flops_per_position"] / result["peak_flops_per_s"])
+    state = chess_env.without_observation(chess_env.initial_states(1))
+    state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
+    assert result["embedding_bytes_per_node"] == pytest.approx(state_bytes)
+    # mctx keeps, per node, children index/prior/visits/values/rewards/discounts over all 4672 actions (4 bytes each)
+    assert 6 * 4672 * 4 <= result["statistics_bytes_per_node"] < 6 * 4672 * 4 + 8 * 4672
+    assert result["peak_source"].startswith("measured float32")
+
+
+def test_bench_bad_flag_is_one_line(capsys):
+    assert bench.main(["--simulations", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "python -m chessbrain_jax.bench: error: --simulations must be >= 1, got 0"
