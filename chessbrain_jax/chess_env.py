@@ -56,7 +56,7 @@ def from_fen(fen: str) -> State:
     python-chess checks it first (pgx's parser does not): a malformed FEN or an impossible position (missing king,
     side not to move in check, pawns on the back rank, ...) raises ValueError with a one-line reason. The parsing
     follows `pgx.experimental.chess.from_fen`, but the state is built in one jitted call (pgx's takes about a second
-    per position in un-jitted array operations).
+    per position in un-jitted array operations) and the history before the root is empty, as after `ENV.init`.
     """
     import chess
     import numpy as np
@@ -93,8 +93,11 @@ def _build_state(board, color, castling, en_passant, halfmove, fullmove) -> Stat
     from pgx.experimental.chess import _update_history
 
     game = Game()
+    # Empty histories: pgx's parser rolls its defaults, which puts the standard start position (and its hash) one
+    # step before every FEN root, a history self-play never shows the network.
     x = GameState(board=board, color=color, castling_rights=castling, en_passant=en_passant,
-                  halfmove_count=halfmove, fullmove_count=fullmove)
+                  halfmove_count=halfmove, fullmove_count=fullmove,
+                  board_history=jnp.zeros((8, 64), jnp.int32), hash_history=jnp.zeros((513, 2), jnp.uint32))
     x = x._replace(legal_action_mask=_legal_action_mask(x))
     x = _update_history(x)
     order = jnp.int32([0, 1])

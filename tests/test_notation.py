@@ -138,9 +138,29 @@ def test_board_to_state_keeps_history():
 
 @pytest.mark.parametrize("fen", EXHAUSTIVE_STARTS + ["4k3/8/8/8/3pP3/8/8/4K3 b - e3 0 2",
                                                      "rnbqkbnr/pppp1ppp/8/4p3/4P3/8/PPPP1PPP/RNBQKBNR w Kq - 4 17"])
-def test_from_fen_equals_pgx_parser(fen):
+def test_from_fen_equals_pgx_parser_with_an_empty_history(fen):
+    """Same state as pgx's parser, except that nothing precedes the root (pgx's shows the start position there)."""
     from pgx.experimental.chess import from_fen as pgx_from_fen
 
     ours, theirs = chess_env.from_fen(fen), pgx_from_fen(chess.Board(fen).fen())
-    for mine, reference in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-        np.testing.assert_array_equal(np.asarray(mine), np.asarray(reference))
+    history = {"board_history", "hash_history"}
+    for (path, mine), reference in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(theirs)):
+        name = jax.tree_util.keystr(path)
+        if any(field in name for field in history):
+            np.testing.assert_array_equal(np.asarray(mine)[0], np.asarray(reference)[0])
+            assert not np.asarray(mine)[1:].any()
+        elif "observation" not in name:
+            np.testing.assert_array_equal(np.asarray(mine), np.asarray(reference), err_msg=name)
+    observation, reference = np.asarray(ours.observation), np.asarray(theirs.observation)
+    np.testing.assert_array_equal(observation[..., :14], reference[..., :14])  # the root: 12 piece + 2 repetition
+    np.testing.assert_array_equal(observation[..., 112:], reference[..., 112:])  # colour, counters, castling
+    for past in range(1, 8):  # no pieces in the 7 history steps before the root
+        assert not observation[..., 14 * past:14 * past + 12].any()
+
+
+def test_start_position_from_fen_looks_like_a_fresh_game():
+    """What the network sees from a FEN of the start position equals what self-play shows it (ENV.init)."""
+    fresh = jax.tree.map(lambda leaf: leaf[0], chess_env.initial_states(1))
+    parsed = chess_env.from_fen(chess.STARTING_FEN)
+    np.testing.assert_array_equal(np.asarray(parsed.observation), np.asarray(fresh.observation))
+    np.testing.assert_array_equal(np.asarray(parsed.legal_action_mask), np.asarray(fresh.legal_action_mask))
