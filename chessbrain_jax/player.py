@@ -19,7 +19,7 @@ import numpy as np
 
 from chessbrain_jax import chess_env, notation
 from chessbrain_jax.config import Config, ConfigError
-from chessbrain_jax.search import ApplyFn, make_search_fn, mask_illegal
+from chessbrain_jax.search import ApplyFn, make_search_fn, mask_illegal, principal_variation, to_actions
 
 
 class Analysis(NamedTuple):
@@ -100,15 +100,15 @@ class NetworkPlayer:
 
     def _analyse_one(self, params, key: jax.Array, state: chess_env.State):
         states = jax.tree.map(lambda leaf: leaf[None], state)
-        logits, _ = self.apply_fn(params, states.observation)
-        prior = jax.nn.softmax(mask_illegal(logits, states.legal_action_mask), axis=-1)[0]
         output = self._search(params, key, states)
-        tree = output.search_tree
         action = output.action[0]
         if self.config.search == "puct":
             action = jnp.argmax(output.action_weights[0])
-        return (action, tree.node_values[0, 0], tree.children_visits[0], tree.children_index[0],
-                output.action_weights[0], prior)
+        tree = jax.tree.map(lambda leaf: leaf[0], output.search_tree)
+        visits = to_actions(tree.children_visits[:1, :], tree.embeddings.actions[:1])[0]
+        prior = jax.nn.softmax(output.root_prior_logits[0])
+        return (action, output.root_value[0], visits, output.action_weights[0], prior,
+                principal_variation(tree, action, PV_LENGTH))
 
     def analyse(self, board: chess.Board, key: jax.Array | None = None,
                 state: chess_env.State | None = None) -> Analysis:
@@ -125,36 +125,34 @@ class NetworkPlayer:
             move = notation.action_to_move(board, best)
             priors = {notation.action_to_move(board, a): float(prior[a]) for a in legal}
             return Analysis(move, float(value[0]), 0, {}, priors, priors, [move])
-        action, root_value, visits, children, weights, prior = jax.device_get(
-            self._analyse(self.params, key, state))
+        action, root_value, visits, weights, prior, line = jax.device_get(self._analyse(self.params, key, state))
         to_move = lambda a: notation.action_to_move(board, int(a))  # noqa: E731
-        move = to_move(action)
         return Analysis(
-            move=move,
+            move=to_move(action),
             value=float(root_value),
             simulations=self.simulations,
-            visits={to_move(a): int(visits[0, a]) for a in legal if visits[0, a] > 0},
+            visits={to_move(a): int(visits[a]) for a in legal if visits[a] > 0},
             policy={to_move(a): float(weights[a]) for a in legal},
             prior={to_move(a): float(prior[a]) for a in legal},
-            pv=_principal_variation(board, int(action), visits, children),
+            pv=_moves(board, line),
         )
 
 
-def _principal_variation(board: chess.Board, first: int, visits: np.ndarray, children: np.ndarray,
-                         limit: int = 16) -> list[chess.Move]:
-    """The chosen move, then the most visited child at each node below it (`visits`/`children`: `[nodes, A]`)."""
-    board, pv, node, action = board.copy(stack=False), [], 0, first
-    while len(pv) < limit:
-        move = notation.action_to_move(board, action)
+PV_LENGTH = 16
+
+
+def _moves(board: chess.Board, actions: np.ndarray) -> list[chess.Move]:
+    """The legal prefix of a line of pgx actions (-1 ends it) played from `board`."""
+    board, moves = board.copy(stack=False), []
+    for action in actions:
+        if action < 0 or board.is_game_over():
+            break
+        move = notation.action_to_move(board, int(action))
         if move not in board.legal_moves:
             break
-        pv.append(move)
+        moves.append(move)
         board.push(move)
-        node = int(children[node, action])
-        if node < 0 or board.is_game_over() or visits[node].max() <= 0:
-            break
-        action = int(np.argmax(visits[node]))
-    return pv
+    return moves
 
 
 def untrained_player(config: Config, simulations: int | None = None, seed: int = 0,

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import os
 import sys
@@ -55,8 +56,6 @@ import numpy as np
 from chessbrain_jax.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
-    import jax
-
     from chessbrain_jax.chess_env import State
     from chessbrain_jax.player import NetworkPlayer
 
@@ -112,24 +111,6 @@ class ChunkResult(NamedTuple):
     prior_logits: np.ndarray
 
 
-def principal_variation(children_index: jax.Array, children_visits: jax.Array, first_action: jax.Array) -> jax.Array:
-    """`i32[PV_LENGTH]`: `first_action`, then the most visited child at each node below it, -1 once the line leaves
-    the tree. Traced, for one tree: `children_index`/`children_visits` are `i32[N, A]`, `first_action` `i32[]`."""
-    import jax
-    import jax.numpy as jnp
-
-    def step(carry, _):
-        node, action = carry
-        inside = node >= 0
-        child = jnp.where(inside, children_index[jnp.maximum(node, 0), action], -1)
-        visits = children_visits[jnp.maximum(child, 0)]
-        next_node = jnp.where((child >= 0) & (visits.max() > 0), child, -1)
-        return (next_node, jnp.argmax(visits).astype(jnp.int32)), jnp.where(inside, action, -1)
-
-    _, actions = jax.lax.scan(step, (jnp.int32(0), first_action), None, length=PV_LENGTH)
-    return actions
-
-
 class ChunkSearch:
     """Root-parallel search chunks: one jitted call runs `threads` independent mctx trees of `simulations` each from
     one root. Compiled ahead of time once per `SearchSettings`, by whichever thread asks first, and kept."""
@@ -151,7 +132,7 @@ class ChunkSearch:
         import jax.numpy as jnp
 
         from chessbrain_jax import chess_env
-        from chessbrain_jax.search import make_search_fn
+        from chessbrain_jax.search import make_search_fn, principal_variation
 
         config = dataclasses.replace(self._config, mcts_simulations=settings.simulations, search=settings.search)
         search = make_search_fn(config, self._apply_fn)
@@ -159,12 +140,11 @@ class ChunkSearch:
         def chunk(params, seed, state):
             roots = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (settings.threads, *leaf.shape)), state)
             output = search(params, jax.random.PRNGKey(seed), roots)
-            tree = output.search_tree
             most = jnp.argmax(output.action_weights, axis=-1).astype(jnp.int32)
             chosen = output.action.astype(jnp.int32) if settings.search == "gumbel" else most
-            lines = jax.vmap(jax.vmap(principal_variation, (None, None, 0)))(
-                tree.children_index, tree.children_visits, jnp.stack([chosen, most], axis=1))
-            return chosen, output.action_weights, tree.node_values[:, 0], lines, tree.children_prior_logits[0, 0]
+            line = functools.partial(principal_variation, length=PV_LENGTH)
+            lines = jax.vmap(jax.vmap(line, (None, 0)))(output.search_tree, jnp.stack([chosen, most], axis=1))
+            return chosen, output.action_weights, output.root_value, lines, output.root_prior_logits[0]
 
         state_shape = jax.eval_shape(chess_env.ENV.init, jax.random.PRNGKey(0))
         return jax.jit(chunk).lower(self._params, np.uint32(0), state_shape).compile()

@@ -32,9 +32,9 @@ def test_bench_reports_consistent_figures(capsys):
         result["network_evaluations_per_s"] * result["network_flops_per_position"] / result["peak_flops_per_s"])
     state = chess_env.without_observation(chess_env.initial_states(1))
     state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
-    assert result["embedding_bytes_per_node"] == pytest.approx(state_bytes)
-    # mctx keeps, per node, children index/prior/visits/values/rewards/discounts over all 4672 actions (4 bytes each)
-    assert 6 * 4672 * 4 <= result["statistics_bytes_per_node"] < 6 * 4672 * 4 + 8 * 4672
+    assert result["embedding_bytes_per_node"] == pytest.approx(state_bytes + 218 * 4)  # state + legal-move slots
+    # mctx keeps, per node, children index/prior/visits/values/rewards/discounts over the 218 slots (4 bytes each)
+    assert 6 * 218 * 4 <= result["statistics_bytes_per_node"] < 6 * 218 * 4 + 8 * 218
     assert result["peak_source"].startswith("measured float32")
 
 

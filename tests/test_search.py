@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from chessbrain_jax import chess_env, notation
-from chessbrain_jax.search import make_search_fn, mask_illegal, with_root_noise
+from chessbrain_jax.search import legal_slots, make_search_fn, mask_illegal, to_actions, with_root_noise
 from tests.conftest import make_config
 
 MATE_IN_ONE = [
@@ -39,14 +39,34 @@ def test_search_finds_mate_in_one_with_untrained_network(algorithm, mate_states,
     if algorithm == "gumbel":
         np.testing.assert_array_equal(np.asarray(output.action), mates)
     else:  # PUCT's root prior carries Dirichlet noise over the legal moves (the network's prior is uniform)
-        root_prior = np.asarray(jax.nn.softmax(output.search_tree.children_prior_logits[:, 0]))
+        root_slots = output.search_tree.embeddings.actions[:, 0]
+        root_prior = np.asarray(to_actions(jax.nn.softmax(output.search_tree.children_prior_logits[:, 0]), root_slots))
         legal = np.asarray(states.legal_action_mask)
         uniform = legal / legal.sum(-1, keepdims=True)
         assert np.all(np.abs(root_prior - uniform).sum(-1) > 0.1)
         assert np.all(root_prior[~legal] == 0)
     # The mating edge is worth exactly +1 to the mover: reward 1, then discount 0 (the value is not the network's).
-    root_q = np.asarray(output.search_tree.qvalues(jnp.zeros(2, jnp.int32)))
+    tree = output.search_tree
+    root_q = np.asarray(to_actions(tree.qvalues(jnp.zeros(2, jnp.int32)), tree.embeddings.actions[:, 0]))
     np.testing.assert_allclose(root_q[np.arange(2), mates], 1.0)
+    np.testing.assert_allclose(np.asarray(output.root_value), np.asarray(tree.node_values[:, 0]))
+
+
+def test_tree_slots_are_the_legal_moves(mate_states):
+    """Slots list each state's legal actions in increasing order (as replay stores policies), -1 padded, and
+    scattering per-slot values back to pgx actions puts them on exactly those actions."""
+    states, _ = mate_states
+    slots = np.asarray(legal_slots(states.legal_action_mask))
+    for row, mask in zip(slots, np.asarray(states.legal_action_mask)):
+        count = int(mask.sum())
+        np.testing.assert_array_equal(row[:count], np.flatnonzero(mask))
+        assert np.all(row[count:] == -1)
+    values = jnp.arange(1, slots.shape[1] + 1, dtype=jnp.float32)[None].repeat(2, 0)
+    dense = np.asarray(to_actions(values, jnp.asarray(slots)))
+    for b in range(2):
+        legal = np.flatnonzero(np.asarray(states.legal_action_mask[b]))
+        np.testing.assert_array_equal(dense[b, legal], np.arange(1, len(legal) + 1))
+        assert dense[b].sum() == sum(range(1, len(legal) + 1))
 
 
 def test_root_noise_mixes_dirichlet_over_legal_moves_only(mate_states):
