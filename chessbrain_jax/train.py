@@ -166,6 +166,21 @@ class GracefulStop:
             signal.signal(number, handler)
 
 
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written (disk full, file size limit, I/O error); earlier ones are intact."""
+
+
+def checkpoint_write_error(folder: str, error: BaseException) -> CheckpointWriteError:
+    """One line naming the folder and the system's reason (Orbax reports it deep inside a tensorstore message)."""
+    import re
+
+    text = str(error)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    reason = os.strerror(int(code[1])) if code else (text.splitlines() or [type(error).__name__])[0][:200]
+    return CheckpointWriteError(f"checkpoint {folder} could not be written ({reason}); earlier checkpoints are intact "
+                                "and an unfinished one is ignored: make room, then continue with --resume")
+
+
 class TrainingDiverged(Exception):
     """Every update of an episode had a non-finite gradient; the last good state was checkpointed."""
 
@@ -316,12 +331,24 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     def save(episode: int) -> None:
         if int(train_state.step) in manager.all_steps():  # no optimizer step since the last save: nothing new
             return
+        try:
+            manager.wait_until_finished()  # the previous asynchronous save: report its failure, not a later one
+        except Exception as error:
+            raise checkpoint_write_error(checkpoint_dir, error) from error
+        folder = os.path.join(checkpoint_dir, f"{config.job_id}_step{int(train_state.step)}")
+        try:
+            _save_now(episode)
+        except Exception as error:
+            raise checkpoint_write_error(folder, error) from error
+        writer.flush()
+
+    def _save_now(episode: int) -> None:
         checkpoint.save(manager, train_state, key, checkpoint.RunState(games, buffer), {
             "config": config.to_dict(), "episode": episode, "games_finished": totals["games_finished"],
             "positions": positions_seen, "totals": totals, "metrics": json.loads(json.dumps(record, default=float)),
         })
-        writer.flush()
 
+    write_failed = False
     try:
         with stop:
             for episode in range(first_episode, config.episodes + 1):
@@ -395,13 +422,21 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                 if stop.requested:
                     say(f"stopped by {stop.requested} after episode {episode}; continue with --resume")
                     break
+    except CheckpointWriteError:
+        write_failed = True
+        raise
     finally:
         progress.close()
         if evaluator is not None:
             evaluator.close()
-        manager.wait_until_finished()
-        manager.close()
-        writer.close()
+        try:
+            manager.wait_until_finished()
+            manager.close()
+        except Exception as error:
+            if not write_failed:  # otherwise that failure is already on its way out
+                raise checkpoint_write_error(checkpoint_dir, error) from error
+        finally:
+            writer.close()
     saved = checkpoint.list_checkpoints(checkpoint_dir, config.job_id)
     last = saved[-1].path if saved else ""
     if not stop.requested:
@@ -423,6 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 1
+    except CheckpointWriteError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)  # Orbax's writer threads would print their own tracebacks while the interpreter shuts down
     except OSError as error:  # disk full, permissions, a folder that vanished: name it, no traceback
         if debug:
             traceback.print_exc()

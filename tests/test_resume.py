@@ -169,3 +169,28 @@ def test_kill_9_at_a_random_moment_then_resume(tmp_path, seed):
     assert [r["episode"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records] == sorted({r["step"] for r in records})
     assert checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "kill")[-1].step == records[-1]["step"]
+
+
+def _file_size_limit():
+    """In the child: files may not grow past 30 KB (a full disk as far as a checkpoint is concerned)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_earlier_ones(tmp_path):
+    _run(tmp_path, "full", "--episodes", "2")
+    kept = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "full")
+    argv = [sys.executable, "-m", "chessbrain_jax.train", *TINY, "--episodes", "4", "--job-id", "full", "--resume",
+            "--log-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt")]
+    failed = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit)
+    assert failed.returncode == 1, failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("chessbrain_jax.train: error: checkpoint ") and "(File too large)" in last
+    assert "--resume" in last
+    assert checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "full") == kept
+    assert checkpoint.load_network(kept[-1].path).step == kept[-1].step
+    _run(tmp_path, "full", "--episodes", "4", "--resume")
+    assert [r["episode"] for r in _records(tmp_path, "full")] == [1, 2, 3, 4]
