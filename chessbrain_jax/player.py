@@ -110,9 +110,13 @@ class NetworkPlayer:
         return (action, output.root_value[0], visits, output.action_weights[0], prior,
                 principal_variation(tree, action, PV_LENGTH))
 
-    def analyse(self, board: chess.Board, key: jax.Array | None = None,
+    def analyse(self, board: chess.Board | str, key: jax.Array | None = None,
                 state: chess_env.State | None = None) -> Analysis:
-        """Searches `board` (not game over). `state` (from `notation.board_to_state(board)`) saves rebuilding it."""
+        """Searches `board` (a python-chess board with its game, or a FEN; not game over). `state` (from
+        `notation.board_to_state(board)`) saves rebuilding it. A bad FEN raises a one-line ValueError."""
+        if isinstance(board, str):
+            chess_env.from_fen(board)  # validates, with a one-line reason
+            board = chess.Board(board)
         if board.is_game_over(claim_draw=False) or not any(board.legal_moves):
             raise ValueError(f"no move to search in {board.fen()}: the game is over")
         state = notation.board_to_state(board) if state is None else state

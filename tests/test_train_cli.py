@@ -205,14 +205,17 @@ def test_load_player_from_a_checkpoint_searches_and_plays_legal_moves(finished_r
     root, _, _, result = finished_run
     searcher = player.load_player(result.checkpoint_path, simulations=4)
     assert searcher.name == "cli_step6" and searcher.description == "cli_step6 (gumbel, 4 simulations)"
-    board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
-    analysis = searcher.analyse(board)
+    fen = "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"
+    board = chess.Board(fen)
+    analysis = searcher.analyse(fen)
     assert analysis.move in board.legal_moves and analysis.pv[0] == analysis.move
     assert sum(analysis.visits.values()) == 4 and set(analysis.visits) <= set(board.legal_moves)
     assert sum(analysis.policy.values()) == pytest.approx(1.0, abs=1e-5)
     assert sum(analysis.prior.values()) == pytest.approx(1.0, abs=1e-5) and -1 <= analysis.value <= 1
     raw = player.load_player("cli", checkpoint_dir=str(root / "ckpt"), simulations=0)
     raw_analysis = raw.analyse(board)
+    with pytest.raises(ValueError, match="not a legal position"):
+        raw.analyse("8/8/8/8/8/8/8/8 w - - 0 1")
     assert raw_analysis.move == max(raw_analysis.prior, key=raw_analysis.prior.get)
     net = checkpoint.load_network(result.checkpoint_path)
     from chessbrain_jax import notation
