@@ -129,7 +129,7 @@ class Timings:
 @functools.lru_cache(maxsize=None)
 def _compiled_apply(network: model.ChessNet):
     """One jitted apply per network architecture, shared by every `Evaluator` (compiled once per process)."""
-    return jax.jit(lambda params, observation: network.apply({"params": params}, observation))
+    return jax.jit(model.make_apply(network))
 
 
 class Evaluator:

@@ -397,13 +397,10 @@ def write_pgn(path: str, games: Sequence[Game], event: str) -> None:
     text = io.StringIO()
     for number, game in enumerate(games, 1):
         text.write(to_pgn(game, event, number))
+    from chessbrain_jax.metrics import write_text_atomically
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as stream:
-        stream.write(text.getvalue())
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
+    write_text_atomically(path, text.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI

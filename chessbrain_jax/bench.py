@@ -130,7 +130,7 @@ def run(args) -> dict[str, Any]:
     device = devices[0]
     dtype, _ = resolve_precision(config, device.platform)
     network = model.make_network(config, dtype)
-    apply_fn = lambda params, observation: network.apply({"params": params}, observation)  # noqa: E731
+    apply_fn = model.make_apply(network)
     params = model.init_params(network, jax.random.PRNGKey(0))
     result: dict[str, Any] = {
         "device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "dtype": dtype,

@@ -19,6 +19,7 @@ import numpy as np
 
 from chessbrain_jax import arena, notation
 from chessbrain_jax.config import Config
+from chessbrain_jax.metrics import write_text_atomically
 
 _EPISODE_HEADER = re.compile(r'^\[Episode "(\d+)"\]$', re.MULTILINE)
 
@@ -114,10 +115,5 @@ class SelfPlayRecorder:
         kept = [game for game in games if (match := _EPISODE_HEADER.search(game)) and int(match[1]) <= episode]
         if len(kept) == len(games):
             return 0
-        temporary = f"{self.path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write("".join(game + "\n\n" for game in kept))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, self.path)
+        write_text_atomically(self.path, "".join(game + "\n\n" for game in kept))
         return len(games) - len(kept)

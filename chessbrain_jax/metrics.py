@@ -66,13 +66,18 @@ class MetricsWriter:
         self._tensorboard.close()
 
 
-def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
-    """Writes `path` via a temporary file and rename, so readers never see half a file."""
-    temporary = f"{path}.tmp"
+def write_text_atomically(path: str, text: str) -> None:
+    """Writes `path` via a synced temporary file and a rename, so a crash leaves the old file or the new, never half."""
+    temporary = f"{path}.tmp-{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 class Progress:

@@ -79,6 +79,11 @@ def make_network(config: Config, dtype: str = "float32") -> ChessNet:
     return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype))
 
 
+def make_apply(network: ChessNet):
+    """`apply(params, observation) -> (logits, value)`: the pure function search, self-play and training call."""
+    return lambda params, observation: network.apply({"params": params}, observation)
+
+
 def init_params(network: ChessNet, key: jax.Array):
     """Float32 parameters for `network` (master weights, whatever the compute dtype)."""
     return jax.jit(lambda k: network.init(k, jnp.zeros((1, *OBSERVATION_SHAPE), jnp.float32))["params"])(key)

@@ -70,6 +70,24 @@ def move_to_action(board: chess.Board, move: chess.Move) -> int:
     return from_pgx * MOVE_PLANES + plane
 
 
+def line_to_moves(board: chess.Board, actions) -> list[chess.Move]:
+    """The legal prefix of a line of pgx actions played from `board`: it ends at a -1 pad, an action that leaves the
+    board or is illegal (PUCT may try one below the root; pgx scores it as a loss), or the end of the game."""
+    board, moves = board.copy(stack=False), []
+    for action in actions:
+        if action < 0 or board.is_game_over():
+            break
+        try:
+            move = action_to_move(board, int(action))
+        except ValueError:
+            break
+        if move not in board.legal_moves:
+            break
+        moves.append(move)
+        board.push(move)
+    return moves
+
+
 def legal_actions(board: chess.Board) -> set[int]:
     """python-chess's legal moves of `board` as pgx actions."""
     return {move_to_action(board, move) for move in board.legal_moves}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import chess
 import jax
@@ -20,6 +20,9 @@ import numpy as np
 from chessbrain_jax import chess_env, notation
 from chessbrain_jax.config import Config, ConfigError
 from chessbrain_jax.search import ApplyFn, make_search_fn, mask_illegal, principal_variation, to_actions
+
+
+PV_LENGTH = 16  # plies of principal variation `analyse` reads from the tree
 
 
 class Analysis(NamedTuple):
@@ -138,25 +141,9 @@ class NetworkPlayer:
             visits={to_move(a): int(visits[a]) for a in legal if visits[a] > 0},
             policy={to_move(a): float(weights[a]) for a in legal},
             prior={to_move(a): float(prior[a]) for a in legal},
-            pv=_moves(board, line),
+            pv=notation.line_to_moves(board, line),
         )
 
-
-PV_LENGTH = 16
-
-
-def _moves(board: chess.Board, actions: np.ndarray) -> list[chess.Move]:
-    """The legal prefix of a line of pgx actions (-1 ends it) played from `board`."""
-    board, moves = board.copy(stack=False), []
-    for action in actions:
-        if action < 0 or board.is_game_over():
-            break
-        move = notation.action_to_move(board, int(action))
-        if move not in board.legal_moves:
-            break
-        moves.append(move)
-        board.push(move)
-    return moves
 
 
 def untrained_player(config: Config, simulations: int | None = None, seed: int = 0,
@@ -166,19 +153,15 @@ def untrained_player(config: Config, simulations: int | None = None, seed: int =
 
     network = model.make_network(config, "float32")
     params = model.init_params(network, jax.random.PRNGKey(seed))
-    return NetworkPlayer(_apply(network), params, config, simulations, search, name="untrained")
+    return NetworkPlayer(model.make_apply(network), params, config, simulations, search, name="untrained")
 
 
 def load_player(path: str, checkpoint_dir: str | None = None, simulations: int | None = None,
                 search: str | None = None) -> NetworkPlayer:
     """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
     is given. Raises `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
-    from chessbrain_jax import checkpoint
+    from chessbrain_jax import checkpoint, model
 
     loaded = checkpoint.load_network(path, checkpoint_dir=checkpoint_dir)
     name = f"{loaded.config.job_id}_step{loaded.step}"
-    return NetworkPlayer(_apply(loaded.network), loaded.params, loaded.config, simulations, search, name=name)
-
-
-def _apply(network) -> Callable:
-    return lambda params, observation: network.apply({"params": params}, observation)
+    return NetworkPlayer(model.make_apply(loaded.network), loaded.params, loaded.config, simulations, search, name=name)

@@ -134,10 +134,9 @@ def keep_metrics_up_to(path: str, last_episode: int) -> int:
                 kept.append(line if line.endswith("\n") else line + "\n")
             else:
                 dropped += 1
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(kept)
-    os.replace(temporary, path)
+    from chessbrain_jax.metrics import write_text_atomically
+
+    write_text_atomically(path, "".join(kept))
     return dropped
 
 
@@ -267,7 +266,7 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
         say(f"note: {note}")
 
     network = model.make_network(config, dtype)
-    apply_fn = lambda params, observation: network.apply({"params": params}, observation)  # noqa: E731
+    apply_fn = model.make_apply(network)
     optimizer = learner.make_optimizer(config)
     schedule = learner.learning_rate_schedule(config)
     first_episode, positions_seen, totals = 1, 0, dict.fromkeys(selfplay.EPISODE_STATS, 0)

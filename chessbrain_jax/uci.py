@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Sequence, TextIO
 import chess
 import numpy as np
 
-from chessbrain_jax.config import Config, ConfigError, load_config
+from chessbrain_jax.config import Config, ConfigError, OneLineParser, load_config
 
 if TYPE_CHECKING:
     from chessbrain_jax.chess_env import State
@@ -256,17 +256,7 @@ class SearchTotals:
         from chessbrain_jax import notation
 
         best = self.best_action()
-        board, pv = self.board.copy(), []
-        for action in self.lines.get(best, [best]):
-            try:
-                move = notation.action_to_move(board, action)
-            except ValueError:  # PUCT may try an illegal move below the root once (pgx scores it as a loss)
-                break
-            if move not in board.legal_moves or (pv and board.is_game_over()):
-                break
-            pv.append(move)
-            board.push(move)
-        return pv
+        return notation.line_to_moves(self.board, self.lines.get(best, [best]))
 
 
 # ---------------------------------------------------------------------------------------------- go
@@ -628,13 +618,6 @@ def _spin(name: str, value: str, maximum: int) -> int:
 # ---------------------------------------------------------------------------------------------- command line
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line (and exit status 2, in `main`)."""
-
-    def error(self, message: str):  # noqa: D102 - argparse API
-        raise UsageError(message)
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -646,7 +629,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=f"python -m {PROG}", description="A UCI chess engine playing a chessbrain_jax "
+    parser = OneLineParser(prog=f"python -m {PROG}", description="A UCI chess engine playing a chessbrain_jax "
                             "network with mctx search. Without a checkpoint it plays an untrained network.")
     parser.add_argument("--checkpoint", metavar="PATH", help="A checkpoint step folder "
                         "<checkpoint-dir>/<job-id>_step<N>.")
@@ -709,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
         else:
             engine.finish_search()  # the end of input acts as quit
-    except UsageError as error:
+    except (UsageError, ConfigError) as error:
         if debug:
             traceback.print_exc()
         print(f"{PROG}: error: {error}", file=sys.stderr)
