@@ -224,8 +224,11 @@ def read_openings(path: str) -> list[chess.Board]:
                 board.set_epd(line)
         except ValueError as error:
             raise ArenaError(f"{path}:{number}: not a FEN or EPD position ({error})") from None
-        if board.status() != chess.STATUS_VALID:
-            raise ArenaError(f"{path}:{number}: not a legal position")
+        from chessbrain_jax.chess_env import position_problems
+
+        problems = position_problems(board)
+        if problems:
+            raise ArenaError(f"{path}:{number}: not a legal position ({problems})")
         if board.is_game_over(claim_draw=True):
             raise ArenaError(f"{path}:{number}: the game is already over in this position")
         boards.append(board)

@@ -6,10 +6,15 @@ for compact search trees, the version to record in checkpoints) lives here, so a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 import pgx
 import pgx.chess
+
+if TYPE_CHECKING:
+    import chess
 
 ENV = pgx.make("chess")
 PGX_VERSION = pgx.__version__
@@ -45,9 +50,36 @@ def plies(state: State) -> jax.Array:
     return state._step_count
 
 
+# Pawn units by pgx piece code (0 empty, 1 pawn, 2 knight, 3 bishop, 4 rook, 5 queen, 6 king).
+PIECE_VALUES = (0, 1, 3, 3, 5, 9, 0)
+
+
+def material_balance(state: State) -> jax.Array:
+    """`i32[...]`: white's material minus black's in pawn units (pawn 1, knight and bishop 3, rook 5, queen 9).
+
+    pgx stores the board from the mover's side: positive codes are the mover's pieces."""
+    board = state._x.board
+    mover = (jnp.asarray(PIECE_VALUES, jnp.int32)[jnp.abs(board)] * jnp.sign(board)).sum(axis=-1)
+    return jnp.where(white_to_move(state), mover, -mover)
+
+
+def adjudicate(balance: jax.Array, threshold: int) -> jax.Array:
+    """`f32[...]` white's result for a game cut at the ply cap: +1 / -1 when `balance` (white minus black, pawns)
+    is at least `threshold` either way, else 0 (a draw)."""
+    return jnp.where(balance >= threshold, 1.0, jnp.where(balance <= -threshold, -1.0, 0.0)).astype(jnp.float32)
+
+
 def without_observation(state: State) -> State:
     """The state with a zero-size observation: what a search tree stores per node (saves 30 KB of 46 KB)."""
     return state.replace(observation=jnp.zeros(state.observation.shape[:-3] + (0,), jnp.float32))
+
+
+def position_problems(board: chess.Board) -> str:
+    """Why python-chess finds `board` illegal ("no white king, opposite check"), or "" for a legal position."""
+    import chess
+
+    status = board.status()
+    return ", ".join(flag.name.lower().replace("_", " ") for flag in chess.Status if flag and flag & status)
 
 
 def from_fen(fen: str) -> State:
@@ -65,9 +97,8 @@ def from_fen(fen: str) -> State:
         board = chess.Board(fen)
     except ValueError as error:
         raise ValueError(f"invalid FEN {fen!r}: {error}") from None
-    status = board.status()
-    if status != chess.STATUS_VALID:
-        problems = ", ".join(flag.name.lower().replace("_", " ") for flag in chess.Status if flag and flag & status)
+    problems = position_problems(board)
+    if problems:
         raise ValueError(f"FEN {fen!r} is not a legal position: {problems}")
     white = board.turn == chess.WHITE
     pieces = np.zeros((8, 8), np.int32)  # [rank from 8 down to 1, file], white positive

@@ -98,6 +98,10 @@ class Config:
                                     "moves).", group=PLAY, above=0.0)
     dirichlet_fraction: float = _field(0.25, "PUCT search: weight of the Dirichlet noise at the root.", group=PLAY,
                                        minimum=0.0, maximum=1.0)
+    adjudicate_material: int = _field(0, "Games cut at --max-plies get a value target from the material on the "
+                                      "board (pawn 1, knight/bishop 3, rook 5, queen 9): a win for the side ahead "
+                                      "by at least N pawns, else a draw. 0 = no value target for cut games.",
+                                      group=PLAY, minimum=0)
     temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
                                     "then play the most visited move.", group=PLAY, minimum=0)
 

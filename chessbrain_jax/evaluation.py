@@ -17,7 +17,7 @@ import chess
 import chess.pgn
 import numpy as np
 
-from chessbrain_jax import arena, notation
+from chessbrain_jax import arena, chess_env, notation
 from chessbrain_jax.config import Config
 from chessbrain_jax.metrics import write_text_atomically
 
@@ -90,6 +90,12 @@ class SelfPlayRecorder:
         outcome = board.outcome(claim_draw=True)
         if outcome is not None:
             result, detail = outcome.result(), outcome.termination.name.lower().replace("_", " ")
+        elif len(board.move_stack) >= self.config.max_plies and self.config.adjudicate_material:
+            balance = sum(chess_env.PIECE_VALUES[piece.piece_type] * (1 if piece.color == chess.WHITE else -1)
+                          for piece in board.piece_map().values())
+            threshold = self.config.adjudicate_material
+            result = "1-0" if balance >= threshold else "0-1" if balance <= -threshold else "1/2-1/2"
+            detail = f"adjudicated at {self.config.max_plies} plies on material (white {balance:+d})"
         elif len(board.move_stack) >= self.config.max_plies:
             result, detail = "*", f"truncated at {self.config.max_plies} plies (no result, no value target)"
         else:

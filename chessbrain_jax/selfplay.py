@@ -2,7 +2,8 @@
 
 A game is identified by (slot, generation): slot is its index among the parallel games, generation counts the games
 that slot has started. When a game ends (or reaches `max_plies`), its result from white's view goes to
-`results[slot, generation % H]` and the slot restarts from the initial position; unfinished games carry over to the
+`results[slot, generation % H]` (a game cut at `max_plies` gets NaN, or a material verdict with
+`adjudicate_material`) and the slot restarts from the initial position; unfinished games carry over to the
 next episode. Positions are recorded with their game id, so the replay buffer reads value targets from the results
 table when it samples: no host round trip and no wait for games to finish before their positions can be stored.
 """
@@ -62,7 +63,8 @@ class Trajectory(NamedTuple):
     action: jax.Array
 
 
-EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "ended_game_plies")
+EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "adjudicated_wins",
+                 "ended_game_plies")
 
 
 def result_history_length(config: Config) -> int:
@@ -89,8 +91,9 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     """Returns the pure `play_episode(params, selfplay_state, key) -> (selfplay_state, Trajectory, stats)`.
 
     `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode: games_finished counts games that
-    ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies`, ended_game_plies the
-    plies of both. Jit it.
+    ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies` (their value target is
+    NaN, or with `adjudicate_material` the material verdict: adjudicated_wins counts the decisive ones),
+    ended_game_plies the plies of both. Jit it.
     """
     search = make_search_fn(config, apply_fn)
     batch = config.selfplay_batch
@@ -134,7 +137,11 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         truncated = at_cap & ~natural_end
         done = next_env.terminated | at_cap
         white_result = jnp.where(record.position.white_to_move, reward, -reward)
-        outcome = jnp.where(truncated, jnp.nan, white_result)
+        if config.adjudicate_material:
+            cut_result = chess_env.adjudicate(chess_env.material_balance(next_env), config.adjudicate_material)
+        else:
+            cut_result = jnp.full_like(white_result, jnp.nan)
+        outcome = jnp.where(truncated, cut_result, white_result)
 
         history = results.shape[1]
         results = results.at[slots, generation % history].set(
@@ -152,6 +159,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
             black_wins=(finished & (white_result < 0)).sum(),
             draws=(finished & (white_result == 0)).sum(),
             truncated=truncated.sum(),
+            adjudicated_wins=(truncated & (cut_result != 0) & jnp.isfinite(cut_result)).sum(),
             ended_game_plies=jnp.where(done, ply, 0).sum(),
         )
         return SelfPlayState(next_env, generation, results), (record, stats)

@@ -180,6 +180,38 @@ def checkpoint_write_error(folder: str, error: BaseException) -> CheckpointWrite
                                 "and an unfinished one is ignored: make room, then continue with --resume")
 
 
+def quiet_failed_write_reports() -> None:
+    """Keeps a failed asynchronous save from flooding stderr; the caller reports the failure in one line instead.
+
+    When a write fails (disk full), Orbax's writer threads log the tensorstore error with tracebacks through absl,
+    and tensorstore's callbacks into the closed asyncio loops of those threads raise "Event loop is closed", which
+    Python prints as unraisable exceptions. The error itself still surfaces from `wait_until_finished`.
+    """
+    import logging
+
+    def from_orbax(record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("[process="):  # Orbax's prefix on its own log lines
+            return True
+        frame = record.exc_info[2] if record.exc_info else None
+        while frame is not None:
+            if f"{os.sep}orbax{os.sep}" in frame.tb_frame.f_code.co_filename:
+                return True
+            frame = frame.tb_next
+        return False
+
+    def orbax_errors(record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and from_orbax(record))
+
+    logging.getLogger("absl").addFilter(orbax_errors)
+    default = sys.unraisablehook
+
+    def closed_loops(unraisable) -> None:
+        if not (unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed"):
+            default(unraisable)
+
+    sys.unraisablehook = closed_loops
+
+
 class TrainingDiverged(Exception):
     """Every update of an episode had a non-finite gradient; the last good state was checkpointed."""
 
@@ -392,7 +424,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                     "train_steps_per_s": (config.optimizer_steps_per_episode / train_s) if train_metrics else 0.0,
                     "train_samples_per_s": (config.micro_steps_per_episode * config.batch_size / train_s)
                     if train_metrics else 0.0,
-                    "games": {name: totals[name] for name in ("white_wins", "black_wins", "draws", "truncated")},
+                    "games": {name: totals[name]
+                              for name in ("white_wins", "black_wins", "draws", "truncated", "adjudicated_wins")},
                     "mean_game_plies": (totals["ended_game_plies"] / (finished + totals["truncated"])
                                         if finished + totals["truncated"] else None),
                     "replay_size": min(positions_seen, config.replay_capacity),
@@ -446,6 +479,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
 
 def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    if not debug:
+        quiet_failed_write_reports()
     try:
         config, options = load_config(argv)
         run(config, resume=options["resume"], overwrite=options["overwrite"], explicit=options["explicit"])
@@ -462,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"{PROG}: error: {error}", file=sys.stderr)
         sys.stderr.flush()
-        os._exit(1)  # Orbax's writer threads would print their own tracebacks while the interpreter shuts down
+        os._exit(1)  # Orbax's writer threads would report the failure again while the interpreter shuts down
     except OSError as error:  # disk full, permissions, a folder that vanished: name it, no traceback
         if debug:
             traceback.print_exc()

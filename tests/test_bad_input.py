@@ -64,6 +64,7 @@ def test_usage_errors(tmp_path, flags, environment, yaml_text, fragment):
 @pytest.mark.parametrize("flags, fragment", [
     (["--log-dir", "/dev/null/runs"], "--log-dir: cannot create"),
     (["--checkpoint-dir", "/dev/null/ckpt"], "--checkpoint-dir: cannot create"),
+    (["--log-dir", "/sys"], "--log-dir: cannot create /sys/"),  # exists, but no one may create folders in sysfs
     (["--device", "gpu"], "--device gpu: no GPU is available to JAX"),
     (["--eval-interval", "1", "--eval-opponent", "nobody"], "is not a checkpoint folder"),
     (["--eval-interval", "1", "--eval-opponent", "stockfish,nodes=0"], "nodes must be >= 1"),
@@ -76,3 +77,33 @@ def test_environment_errors_after_start(tmp_path, flags, fragment):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("chessbrain_jax.train: error: ") and fragment in last
     assert "Traceback" not in result.stderr
+
+
+# The other commands: (module, arguments, file to write first as (name, text) or None, fragment of the error line)
+OTHER_TOOLS = [
+    ("arena", ["random", "random", "--openings", "{tmp}/book.epd"], ("book.epd", "not a fen\n"),
+     "book.epd:1: not a FEN or EPD position"),
+    ("arena", ["random", "random", "--openings", "{tmp}/book.epd"], ("book.epd", "8/8/8/8/8/8/8/8 w - - 0 1\n"),
+     "book.epd:1: not a legal position (no white king, no black king"),
+    ("arena", ["{tmp}/nowhere_step4", "random"], None, "nowhere_step4 does not exist"),
+    ("arena", ["{tmp}/notes.txt", "random"], ("notes.txt", "hello\n"), "is not a checkpoint folder"),
+    ("arena", ["random", "random", "--games", "0"], None, "--games must be >= 1, got 0"),
+    ("arena", ["untrained,channels=x", "random"], None, "channels must be an integer"),
+    ("arena", ["job:ghost", "random", "--checkpoint-dir", "{tmp}"], None, "ghost"),
+    ("uci", ["--checkpoint", "{tmp}"], None, "is not a checkpoint folder"),
+    ("registry", ["--checkpoint-dir", "{tmp}/nothere"], None, "is not a folder"),
+    ("bench", ["--channels", "0"], None, "--channels must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("module, arguments, file, fragment", OTHER_TOOLS)
+def test_other_commands_reject_bad_input_in_one_line(tmp_path, module, arguments, file, fragment):
+    if file is not None:
+        (tmp_path / file[0]).write_text(file[1])
+    argv = [argument.format(tmp=tmp_path) for argument in arguments]
+    result = subprocess.run([sys.executable, "-m", f"chessbrain_jax.{module}", *argv], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": ""},
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and ": error: " in lines[0] and fragment in lines[0], result.stderr

@@ -190,7 +190,38 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_earlier_ones(tmp_path):
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith("chessbrain_jax.train: error: checkpoint ") and "(File too large)" in last
     assert "--resume" in last
+    assert "Traceback" not in failed.stderr and "Event loop is closed" not in failed.stderr, failed.stderr
     assert checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "full") == kept
     assert checkpoint.load_network(kept[-1].path).step == kept[-1].step
     _run(tmp_path, "full", "--episodes", "4", "--resume")
     assert [r["episode"] for r in _records(tmp_path, "full")] == [1, 2, 3, 4]
+
+
+def _config(root, job, *args):
+    argv = [*TINY, "--job-id", job, "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt"), *args]
+    return load_config(argv, environ={})[0]
+
+
+def test_of_two_runs_started_at_once_with_one_job_id_the_second_stops(tmp_path, monkeypatch):
+    config = _config(tmp_path, "twin")
+    job_dir, _, existed = train.prepare_folders(config, resume=False, overwrite=False)
+    assert not existed and os.path.getsize(os.path.join(job_dir, "metrics.jsonl")) == 0
+    with pytest.raises(train.UsageError, match="already exists"):  # started later: sees the job
+        train.prepare_folders(config, resume=False, overwrite=False)
+    real_exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda path: False if path.endswith("metrics.jsonl") else real_exists(path))
+    with pytest.raises(train.UsageError, match="was just started by another run"):  # started at the same moment
+        train.prepare_folders(config, resume=False, overwrite=False)
+
+
+def test_resume_removes_only_this_jobs_unfinished_saves(tmp_path):
+    config = _config(tmp_path, "job")
+    train.prepare_folders(config, resume=False, overwrite=False)
+    ckpt = tmp_path / "ckpt"
+    mine = ckpt / "job_step8.orbax-checkpoint-tmp-1764100000"
+    other = ckpt / "jobber_step8.orbax-checkpoint-tmp-1764100000"
+    kept = ckpt / "job_step4"
+    for folder in (mine, other, kept):
+        (folder / "state").mkdir(parents=True)
+    train.prepare_folders(config, resume=True, overwrite=False)
+    assert not mine.exists() and other.exists() and kept.exists()

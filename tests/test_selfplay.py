@@ -117,7 +117,8 @@ def test_start_positions_end_with_known_results(episode):
         assert _table(np.asarray(final.results), slot, 0, history) == expected
     # Slots 0-2: a result at ply 1, then a fresh game truncated after 6 plies; slot 3 truncated after 6 plies.
     assert {name: int(value) for name, value in stats.items()} == dict(
-        games_finished=3, white_wins=1, black_wins=1, draws=1, truncated=4, ended_game_plies=1 + 1 + 1 + 4 * 6)
+        games_finished=3, white_wins=1, black_wins=1, draws=1, truncated=4, adjudicated_wins=0,
+        ended_game_plies=1 + 1 + 1 + 4 * 6)
     np.testing.assert_array_equal(np.asarray(final.generation), [2, 2, 2, 1])
     # Positions of the fresh games start from the initial position.
     assert trajectory.position.white_to_move[1, :3].all()
@@ -134,3 +135,35 @@ def test_replay_value_targets_come_from_results_for_both_colours(episode):
     np.testing.assert_array_equal(value[0, :3], [1.0, 1.0, 0.0])
     # Everything else belongs to truncated or still running games: no value target.
     assert not known[1:].any()
+
+
+ADJUDICATED = [  # (start, material balance white minus black, white's result with --adjudicate-material 3)
+    ("4k3/8/8/p7/P7/8/PPPP4/4K3 w - - 0 1", 4, 1.0),  # white four pawns up; no capture can happen in two plies
+    ("4k3/pppp4/8/p7/P7/8/8/4K3 b - - 0 1", -4, -1.0),  # black four pawns up, black to move
+    ("4k3/8/8/p7/P7/8/PP6/4K3 w - - 0 1", 2, 0.0),  # two pawns up: below the threshold, a draw
+    (chess.STARTING_FEN, 0, 0.0),
+]
+
+
+def test_material_balance_is_white_minus_black_whoever_moves():
+    for fen, balance, _ in ADJUDICATED:
+        assert int(chess_env.material_balance(chess_env.from_fen(fen))) == balance
+    queens = chess_env.from_fen("3qk3/8/8/8/8/8/8/RNB1KBNR b - - 0 1")
+    assert int(chess_env.material_balance(queens)) == 5 + 3 + 3 + 3 + 3 + 5 - 9
+
+
+def test_games_cut_at_the_ply_cap_are_adjudicated_on_material(tiny_network):
+    _, params, apply_fn = tiny_network
+    config = make_config(selfplay_batch=4, plies_per_episode=2, max_plies=2, mcts_simulations=4,
+                         exploration_rate=1.0, adjudicate_material=3)
+    start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[chess_env.from_fen(fen) for fen, _, _ in ADJUDICATED])
+    final, trajectory, stats = jax.jit(selfplay.make_play_episode(config, apply_fn))(
+        params, selfplay.init_selfplay(config, start), jax.random.PRNGKey(1))
+    history = final.results.shape[1]
+    np.testing.assert_array_equal(np.asarray(final.results)[:, 0 % history], [1.0, -1.0, 0.0, 0.0])
+    assert int(stats["truncated"]) == 4 and int(stats["adjudicated_wins"]) == 2 and int(stats["games_finished"]) == 0
+    buffer = replay.add(replay.init_replay(config), trajectory, final)
+    value, known = (np.asarray(x).reshape(2, 4) for x in replay.value_targets(buffer, jnp.arange(8)))
+    assert known.all()
+    # From the mover's view: slot 0 white moves first (+1 then -1), slot 1 black moves first and wins (+1 then -1).
+    np.testing.assert_array_equal(value, [[1.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]])
