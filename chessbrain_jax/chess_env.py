@@ -50,6 +50,13 @@ def plies(state: State) -> jax.Array:
     return state._step_count
 
 
+def repetitions(state: State) -> jax.Array:
+    """`i32[...]`: how many times the current position occurred earlier in the game (pgx ends the game at 2, a
+    threefold repetition). pgx keeps the Zobrist hashes of the game's positions, newest first."""
+    history = state._x.hash_history  # [..., 513, 2]
+    return (history == history[..., :1, :]).all(axis=-1).sum(axis=-1) - 1
+
+
 # Pawn units by pgx piece code (0 empty, 1 pawn, 2 knight, 3 bishop, 4 rook, 5 queen, 6 king).
 PIECE_VALUES = (0, 1, 3, 3, 5, 9, 0)
 

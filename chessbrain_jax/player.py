@@ -60,8 +60,9 @@ class NetworkPlayer:
     """A network with search (`simulations > 0`) or its raw policy (`simulations == 0`: the most likely legal move).
 
     Search uses the network's own training settings (algorithm, c_puct, considered actions) unless overridden, with
-    no Dirichlet noise and no random exploration: PUCT plays the most visited move, Gumbel the move its sequential
-    halving selects (which carries Gumbel noise, so games between Gumbel players vary).
+    no Dirichlet noise and no random exploration: both play `SearchOutput.best_action`, the most visited move (Gumbel:
+    among the most visited, the one its improved policy rates highest, without the Gumbel noise of self-play's
+    choice). Gumbel's root sampling still varies the tree, so games between Gumbel players vary.
     """
 
     def __init__(self, apply_fn: ApplyFn, params: Any, config: Config, simulations: int | None = None,
@@ -92,10 +93,7 @@ class NetworkPlayer:
         if not self.simulations:
             logits, _ = self.apply_fn(params, states.observation)
             return jnp.argmax(mask_illegal(logits, states.legal_action_mask), axis=-1).astype(jnp.int32)
-        output = self._search(params, key, states)
-        if self.config.search == "puct":
-            return jnp.argmax(output.action_weights, axis=-1).astype(jnp.int32)
-        return output.action.astype(jnp.int32)
+        return self._search(params, key, states).best_action.astype(jnp.int32)
 
     def actions(self, key: jax.Array, states: chess_env.State) -> jax.Array:
         """`i32[B]` moves for `[B]` pgx states (terminated states get an arbitrary action that pgx ignores)."""
@@ -104,9 +102,7 @@ class NetworkPlayer:
     def _analyse_one(self, params, key: jax.Array, state: chess_env.State):
         states = jax.tree.map(lambda leaf: leaf[None], state)
         output = self._search(params, key, states)
-        action = output.action[0]
-        if self.config.search == "puct":
-            action = jnp.argmax(output.action_weights[0])
+        action = output.best_action[0]
         tree = jax.tree.map(lambda leaf: leaf[0], output.search_tree)
         visits = to_actions(tree.children_visits[:1, :], tree.embeddings.actions[:1])[0]
         prior = jax.nn.softmax(output.root_prior_logits[0])

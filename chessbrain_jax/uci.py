@@ -17,8 +17,8 @@ N` runs ceil(N / (Simulations x Threads)) chunks; `go movetime` and clock limits
 expected to fit in the budget (remaining / movestogo (30 if not given) + increment / 2, at most half the remaining
 time); `go infinite` and `go ponder` run until `stop` (or `ponderhit`); plain `go` runs one chunk; every `go` runs
 at least one. Chunks share no tree: the statistics of all trees are summed over the legal moves (Gumbel's improved
-policy, PUCT's visit fractions) and the argmax is played, except that a single Gumbel tree plays the move its
-sequential halving chose. `info depth nodes nps score cp time pv` follows every chunk (depth is the pv's length). One
+policy, PUCT's visit fractions) and the argmax is played; a single tree plays its `best_action` (the most visited
+move; Gumbel: among those, the one its improved policy rates highest, without self-play's Gumbel noise). `info depth nodes nps score cp time pv` follows every chunk (depth is the pv's length). One
 compiled chunk is kept per (Simulations, Threads, Search); the default one compiles in the background at start-up and
 `isready` waits until the current one is ready, so the GUI's clock does not pay for compiles.
 
@@ -141,7 +141,7 @@ class ChunkSearch:
             roots = jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (settings.threads, *leaf.shape)), state)
             output = search(params, jax.random.PRNGKey(seed), roots)
             most = jnp.argmax(output.action_weights, axis=-1).astype(jnp.int32)
-            chosen = output.action.astype(jnp.int32) if settings.search == "gumbel" else most
+            chosen = output.best_action.astype(jnp.int32)
             line = functools.partial(principal_variation, length=PV_LENGTH)
             lines = jax.vmap(jax.vmap(line, (None, 0)))(output.search_tree, jnp.stack([chosen, most], axis=1))
             return chosen, output.action_weights, output.root_value, lines, output.root_prior_logits[0]

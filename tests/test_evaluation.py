@@ -59,3 +59,23 @@ def test_after_resume_games_in_progress_are_skipped(tmp_path):
     (game,) = _read(tmp_path / "selfplay.pgn")
     assert [move.uci() for move in game.mainline_moves()] == ["e2e4", "e7e5", "g1f3", "b8c6"]
     assert game.headers["Result"] == "1/2-1/2"
+
+
+def test_games_cut_at_the_ply_cap_carry_the_material_verdict(tmp_path):
+    """Slot 0 wins a knight for a pawn (white +2) before the 6-ply cap; slot 1 stays level."""
+    knight_for_pawn = ["e2e4", "g8f6", "d2d3", "f6e4", "d3e4", "a7a6"]
+    actions = np.array([_actions(knight_for_pawn), _actions(["d2d4", "d7d5", "c2c4", "e7e6", "b1c3", "g8f6"])]).T
+    generations = np.array([[0, 0]] * 6 + [[1, 1]], np.int32)
+    actions = np.concatenate([actions, _actions(["e2e4"]) * np.ones((1, 2), np.int32)]).astype(np.int32)
+    verdicts = {}
+    for threshold in (0, 2, 3):
+        folder = tmp_path / str(threshold)
+        folder.mkdir()
+        config = make_config(selfplay_pgn_games=2, max_plies=6, adjudicate_material=threshold)
+        assert evaluation.SelfPlayRecorder(config, str(folder), resumed=False).record(actions, generations, 1) == 2
+        verdicts[threshold] = [(g.headers["Result"], g.headers["TerminationDetail"]) for g in
+                               _read(folder / "selfplay.pgn")]
+    assert verdicts[0] == [("*", "truncated at 6 plies (no result, no value target)")] * 2
+    assert verdicts[2] == [("1-0", "adjudicated at 6 plies on material (white +2)"),
+                           ("1/2-1/2", "adjudicated at 6 plies on material (white +0)")]
+    assert verdicts[3][0] == ("1/2-1/2", "adjudicated at 6 plies on material (white +2)")

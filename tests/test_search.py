@@ -83,3 +83,39 @@ def test_root_noise_mixes_dirichlet_over_legal_moves_only(mate_states):
     np.testing.assert_allclose(noise.sum(-1), 1.0, rtol=1e-4)
     unchanged = np.asarray(jax.nn.softmax(with_root_noise(jax.random.PRNGKey(1), logits, jnp.asarray(legal), 0.3, 0.0)))
     np.testing.assert_allclose(unchanged, prior, rtol=1e-5, atol=1e-7)
+
+
+def test_best_action_plays_the_mate_that_gumbels_sampled_choice_sometimes_misses(tiny_network):
+    """64 searches of the fool's mate position (30 legal moves): self-play's sampled choice misses ...Qh4# now and
+    then; `best_action` (the most visited, ranked by the improved policy without noise) never does."""
+    fen = "rnbqkbnr/pppp1ppp/8/4p3/6P1/5P2/PPPPP2P/RNBQKBNR b KQkq - 0 2"
+    mate = notation.move_to_action(chess.Board(fen), chess.Move.from_uci("d8h4"))
+    _, params, apply_fn = tiny_network
+    states = notation.stack_states([chess_env.from_fen(fen)] * 64)
+    config = make_config(mcts_simulations=32, gumbel_considered_actions=32)
+    output = jax.jit(make_search_fn(config, apply_fn))(params, jax.random.PRNGKey(0), states)
+    assert np.all(np.asarray(output.best_action) == mate)
+    assert np.any(np.asarray(output.action) != mate)
+
+
+def test_a_move_that_repeats_a_position_is_a_draw_inside_the_tree(tiny_network):
+    """After 1.Nf3 Nf6 2.Ng1, black's ...Ng8 brings back the start position: the tree ends that line as a draw
+    (reward 0, discount 0) while every other visited move continues (discount -1)."""
+    board = chess.Board()
+    for uci in ("g1f3", "g8f6", "f3g1"):
+        board.push_uci(uci)
+    repeat = notation.move_to_action(board, chess.Move.from_uci("f6g8"))
+    _, params, apply_fn = tiny_network
+    states = notation.stack_states([notation.board_to_state(board)])
+    assert int(chess_env.repetitions(states)[0]) == 0
+    config = make_config(mcts_simulations=64, gumbel_considered_actions=64)
+    tree = jax.jit(make_search_fn(config, apply_fn))(params, jax.random.PRNGKey(0), states).search_tree
+    slots = np.asarray(tree.embeddings.actions[0, 0])
+    visited = np.asarray(tree.children_visits[0, 0]) > 0
+    discounts = np.asarray(tree.children_discounts[0, 0])
+    (slot,) = np.flatnonzero(slots == repeat)
+    assert visited[slot] and discounts[slot] == 0.0 and float(tree.children_rewards[0, 0, slot]) == 0.0
+    others = visited & (np.arange(len(slots)) != slot)
+    assert others.sum() > 10 and np.all(discounts[others] == -1.0)
+    after = chess_env.step(states, jnp.array([repeat], jnp.int32))
+    assert int(chess_env.repetitions(after)[0]) == 1 and not bool(after.terminated[0])

@@ -1,0 +1,177 @@
+"""Strength along a training run: arena matches for the job's checkpoints, a plot and a JSON summary.
+
+    python scripts/results.py --job cpu30 [--checkpoint-dir ./checkpoints] [--log-dir ./runs] [--out docs/results]
+
+For the untrained network (same architecture) and every `--every`-th checkpoint (always the last), plays `--games`
+games against the random mover and `--stockfish-games` against `--stockfish` (skipped when Stockfish is not
+installed). The last checkpoint also plays `--final-games` against the random mover, and its raw policy plays the
+untrained network's raw policy. Writes `<out>/<job>.json`, `<out>/<job>.png` (loss and arena score against training
+time, the score's 95% Wilson interval as error bars) and prints a Markdown table. Needs matplotlib (`pip install
+'.[plot]'`). One NetworkPlayer is reused across checkpoints (only the parameters change), so search compiles once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from chessbrain_jax import arena, checkpoint, player
+from chessbrain_jax.metrics import write_json_atomically
+
+
+def wilson_interval(score: float, games: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson interval of a match score (draws count half); well defined at 0 and 1, unlike the Elo interval."""
+    centre = (score + z * z / (2 * games)) / (1 + z * z / games)
+    half = z * (score * (1 - score) / games + z * z / (4 * games * games)) ** 0.5 / (1 + z * z / games)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def match(a, b, games: int, seed: int, opening_plies: int = 2) -> dict:
+    started = time.monotonic()
+    played = arena.play_match(a, b, games, opening_plies=opening_plies, seed=seed)
+    summary = arena.summarise(played)
+    summary["seconds"] = time.monotonic() - started
+    print(f"  {arena.describe(a)} vs {arena.describe(b)}: +{summary['wins']} ={summary['draws']} "
+          f"-{summary['losses']}, score {summary['score']:.3f}, Elo {summary['elo_text']} "
+          f"({summary['seconds']:.0f}s)", file=sys.stderr, flush=True)
+    return summary
+
+
+def read_metrics(log_dir: str, job: str) -> list[dict]:
+    path = os.path.join(log_dir, job, "metrics.jsonl")
+    with open(path, encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def evaluate(args) -> dict:
+    checkpoints = checkpoint.list_checkpoints(args.checkpoint_dir, args.job)
+    if not checkpoints:
+        raise SystemExit(f"results.py: error: no checkpoints of job {args.job!r} in {args.checkpoint_dir}")
+    metrics = read_metrics(args.log_dir, args.job)
+    wall = {record["step"]: record["wall_time_s"] for record in metrics}
+    chosen = checkpoints[args.every - 1::args.every]
+    if chosen[-1] != checkpoints[-1]:
+        chosen.append(checkpoints[-1])
+
+    net = player.load_player(chosen[-1].path, simulations=args.simulations)
+    config = net.config
+    untrained = player.untrained_player(config, simulations=net.simulations, seed=config.seed)
+    random_mover = player.RandomPlayer()
+    stockfish = None
+    if args.stockfish_games:
+        try:
+            stockfish = arena.parse_player(args.stockfish)
+        except arena.ArenaError as error:
+            print(f"results.py: no Stockfish games: {error}", file=sys.stderr)
+
+    points = []
+    for label, step, params in [("untrained", 0, untrained.params)] + [
+            (f"step {info.step}", info.step, None) for info in chosen]:
+        if params is None:
+            params = checkpoint.load_network(next(i.path for i in chosen if i.step == step)).params
+        net.params, net.name = params, f"{args.job}_step{step}" if step else "untrained"
+        print(f"{label} ({wall.get(step, 0.0) / 60:.1f} min):", file=sys.stderr, flush=True)
+        point = {"step": step, "minutes": wall.get(step, 0.0) / 60,
+                 "random": match(net, random_mover, args.games, seed=step)}
+        if stockfish is not None:
+            point["stockfish"] = match(net, stockfish, args.stockfish_games, seed=step)
+        points.append(point)
+
+    print("final checkpoint:", file=sys.stderr, flush=True)
+    net.params, net.name = checkpoint.load_network(chosen[-1].path).params, f"{args.job}_step{chosen[-1].step}"
+    final = {"random": match(net, random_mover, args.final_games, seed=12345)}
+    trained_raw = player.NetworkPlayer(net.apply_fn, net.params, config, simulations=0, name=net.name)
+    untrained_raw = player.NetworkPlayer(untrained.apply_fn, untrained.params, config, simulations=0,
+                                         name="untrained")
+    final["raw_vs_untrained_raw"] = match(trained_raw, untrained_raw, args.final_games, seed=54321, opening_plies=4)
+    if stockfish is not None:
+        stockfish.close()
+    player_text = net.description.replace(net.name, args.job)
+    return {"job": args.job, "config": config.to_dict(), "player": player_text, "stockfish": stockfish.description
+            if stockfish is not None else None, "points": points, "final": final,
+            "final_step": chosen[-1].step, "final_minutes": wall.get(chosen[-1].step, 0.0) / 60,
+            "metrics": [{name: record.get(name) for name in ("step", "wall_time_s", "loss", "policy_loss",
+                                                             "value_loss", "value_targets_known")}
+                        for record in metrics]}
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (losses, scores) = plt.subplots(1, 2, figsize=(11, 4))
+    minutes = [record["wall_time_s"] / 60 for record in results["metrics"]]
+    for name in ("loss", "policy_loss", "value_loss"):
+        losses.plot(minutes, [record[name] for record in results["metrics"]], label=name.replace("_", " "))
+    losses.set(xlabel="training time (minutes)", ylabel="training loss", title=f"{results['job']}: loss")
+    losses.legend()
+    for opponent, label in (("random", "vs random mover"), ("stockfish", f"vs {results['stockfish']}")):
+        shown = [point for point in results["points"] if opponent in point]
+        if not shown:
+            continue
+        x = [point["minutes"] for point in shown]
+        y = [point[opponent]["score"] for point in shown]
+        bounds = [wilson_interval(p[opponent]["score"], p[opponent]["games"]) for p in shown]
+        low = [y_ - lo for y_, (lo, _) in zip(y, bounds)]
+        high = [hi - y_ for y_, (_, hi) in zip(y, bounds)]
+        scores.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=f"{label} "
+                        f"({shown[0][opponent]['games']} games each)")
+    scores.axhline(0.5, color="grey", linewidth=0.5)
+    scores.set(xlabel="training time (minutes)", ylabel="score (win 1, draw 0.5)", ylim=(-0.02, 1.02),
+               title=f"{results['player']}: arena score")
+    scores.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def table(results: dict) -> str:
+    rows = ["| checkpoint | minutes | vs random | Elo (95% CI) | vs Stockfish | Elo (95% CI) |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for point in results["points"]:
+        r, s = point["random"], point.get("stockfish")
+        rows.append(f"| {'step ' + str(point['step']) if point['step'] else 'untrained'} | {point['minutes']:.1f} | "
+                    f"{r['wins']}/{r['draws']}/{r['losses']} ({r['score']:.2f}) | {r['elo_text']} | "
+                    + (f"{s['wins']}/{s['draws']}/{s['losses']} ({s['score']:.2f}) | {s['elo_text']} |" if s else
+                       "- | - |"))
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--checkpoint-dir", default="./checkpoints")
+    parser.add_argument("--log-dir", default="./runs")
+    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--every", type=int, default=1, help="evaluate every N-th checkpoint (and the last)")
+    parser.add_argument("--games", type=int, default=20, help="games against the random mover per checkpoint")
+    parser.add_argument("--stockfish-games", type=int, default=10, help="games against Stockfish per checkpoint")
+    parser.add_argument("--stockfish", default="stockfish,skill=0", help="the Stockfish opponent, as arena names it")
+    parser.add_argument("--final-games", type=int, default=100)
+    parser.add_argument("--simulations", type=int, default=None, help="search simulations (default: the job's)")
+    parser.add_argument("--replot", action="store_true", help="redraw the plot and table from <out>/<job>.json")
+    args = parser.parse_args(argv)
+    if args.every < 1:
+        parser.error("--every must be >= 1")
+    if args.replot:
+        with open(os.path.join(args.out, f"{args.job}.json"), encoding="utf-8") as stream:
+            results = json.load(stream)
+    else:
+        results = evaluate(args)
+        os.makedirs(args.out, exist_ok=True)
+        write_json_atomically(os.path.join(args.out, f"{args.job}.json"), results)
+    plot(results, os.path.join(args.out, f"{args.job}.png"))
+    print(table(results))
+    final = results["final"]
+    for name, summary in final.items():
+        print(f"final {name}: +{summary['wins']} ={summary['draws']} -{summary['losses']}, score "
+              f"{summary['score']:.3f}, Elo {summary['elo_text']}, terminations {summary['terminations']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
