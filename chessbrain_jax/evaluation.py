@@ -93,8 +93,8 @@ class SelfPlayRecorder:
         elif len(board.move_stack) >= self.config.max_plies and self.config.adjudicate_material:
             balance = sum(chess_env.PIECE_VALUES[piece.piece_type] * (1 if piece.color == chess.WHITE else -1)
                           for piece in board.piece_map().values())
-            threshold = self.config.adjudicate_material
-            result = "1-0" if balance >= threshold else "0-1" if balance <= -threshold else "1/2-1/2"
+            verdict = float(chess_env.adjudicate(balance, self.config.adjudicate_material))
+            result = arena.RESULTS[(verdict + 1.0) / 2.0]  # white's result -> white's score
             detail = f"adjudicated at {self.config.max_plies} plies on material (white {balance:+d})"
         elif len(board.move_stack) >= self.config.max_plies:
             result, detail = "*", f"truncated at {self.config.max_plies} plies (no result, no value target)"

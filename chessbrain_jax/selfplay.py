@@ -107,8 +107,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         legal = env.legal_action_mask
         action = output.action
         if config.search == "puct":
-            greedy = jnp.argmax(output.action_weights, axis=-1)
-            action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, greedy)
+            action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, output.best_action)
         explore = jax.random.bernoulli(key_explore, config.exploration_rate, (batch,))
         random_action = jax.random.categorical(key_random, jnp.where(legal, 0.0, -jnp.inf))
         action = jnp.where(explore, random_action, action).astype(jnp.int32)
