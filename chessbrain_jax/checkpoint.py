@@ -17,6 +17,7 @@ from typing import Any, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from etils import epath
@@ -24,6 +25,7 @@ from etils import epath
 from chessbrain_jax import chess_env, learner, model, replay, selfplay
 from chessbrain_jax.config import FIELDS, Config
 
+RUN_FORMAT = 2  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`)
 STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
 
 
@@ -84,11 +86,13 @@ class RunState(NamedTuple):
 
 def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Array, run: RunState,
          meta: dict[str, Any]) -> None:
-    """Starts an asynchronous save of step `state.step` (call `manager.wait_until_finished()` to rely on it)."""
-    meta = dict(meta, pgx_version=chess_env.PGX_VERSION, env_id=chess_env.ENV_ID, step=int(state.step),
+    """Starts an asynchronous save of step `state.step` (call `manager.wait_until_finished()` to rely on it). In a
+    multi-process job every process calls it; Orbax writes each array's shards from the process that holds them."""
+    step = int(np.asarray(state.step.addressable_data(0)))
+    meta = dict(meta, pgx_version=chess_env.PGX_VERSION, env_id=chess_env.ENV_ID, step=step, run_format=RUN_FORMAT,
                 saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manager.save(
-        int(state.step),
+        step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave({"train_state": state, "rng": jax.random.key_data(rng)}),
             run=ocp.args.StandardSave({"games": run.games, "buffer": run.buffer}),
@@ -97,8 +101,9 @@ def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Arr
     )
 
 
-def abstract_state(config: Config, dtype: str = "float32") -> dict[str, Any]:
-    """The `state` tree a checkpoint of `config` holds, as `jax.ShapeDtypeStruct`s on the default device."""
+def abstract_state(config: Config, dtype: str = "float32", sharding=None) -> dict[str, Any]:
+    """The `state` tree a checkpoint of `config` holds, as `jax.ShapeDtypeStruct`s placed by `sharding` (default:
+    the default device)."""
     network = model.make_network(config, dtype)
     optimizer = learner.make_optimizer(config)
 
@@ -107,12 +112,17 @@ def abstract_state(config: Config, dtype: str = "float32") -> dict[str, Any]:
         return {"train_state": learner.init_train_state(params, optimizer),
                 "rng": jax.random.key_data(jax.random.PRNGKey(0))}
 
-    return _on_default_device(jax.eval_shape(build))
+    return _placed(jax.eval_shape(build), sharding)
 
 
-def _on_default_device(shapes):
-    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+def _placed(shapes, sharding=None):
+    """`shapes` with their target sharding: one for all leaves, a pytree prefix of shardings, or the default device."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+    return jax.tree.map(lambda s, sub: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub),
+                        sharding, shapes, is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
 
 
 def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
@@ -123,12 +133,13 @@ def read_meta(manager: ocp.CheckpointManager, step: int) -> dict[str, Any]:
     return meta
 
 
-def restore_run(manager: ocp.CheckpointManager, step: int, config: Config) -> RunState:
-    """The games in progress and replay buffer saved at `step`, restored into the shapes `config` implies."""
-    template = {"games": jax.eval_shape(lambda: selfplay.init_selfplay(config)),
-                "buffer": jax.eval_shape(lambda: replay.init_replay(config))}
-    restored = manager.restore(
-        step, args=ocp.args.Composite(run=ocp.args.StandardRestore(_on_default_device(template))))["run"]
+def restore_run(manager: ocp.CheckpointManager, step: int, config: Config, games_sharding=None,
+                buffer_sharding=None) -> RunState:
+    """The games in progress and replay buffer saved at `step`, restored into the shapes `config` implies and
+    placed by the given shardings (e.g. a data-parallel mesh of any device count that divides the batch)."""
+    template = {"games": _placed(jax.eval_shape(lambda: selfplay.init_selfplay(config)), games_sharding),
+                "buffer": _placed(jax.eval_shape(lambda: replay.init_replay(config)), buffer_sharding)}
+    restored = manager.restore(step, args=ocp.args.Composite(run=ocp.args.StandardRestore(template)))["run"]
     return RunState(restored["games"], restored["buffer"])
 
 
@@ -140,12 +151,13 @@ def config_from_meta(meta: dict[str, Any]) -> Config:
     return Config(**{name: value for name, value in stored.items() if name in FIELDS})
 
 
-def restore(manager: ocp.CheckpointManager, step: int, config: Config) -> tuple[learner.TrainState, jax.Array, dict]:
-    """(train state, rng key, meta) of `step`, restored into the shapes `config` implies."""
+def restore(manager: ocp.CheckpointManager, step: int, config: Config,
+            sharding=None) -> tuple[learner.TrainState, jax.Array, dict]:
+    """(train state, rng key, meta) of `step`, restored into the shapes `config` implies (placed by `sharding`)."""
     restored = manager.restore(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state(config)),
+            state=ocp.args.StandardRestore(abstract_state(config, sharding=sharding)),
             meta=ocp.args.JsonRestore(),
         ),
     )

@@ -82,6 +82,13 @@ class Config:
                             choices=("auto", "bfloat16", "float32"))
     log_every: int = _field(1, "Write metrics every N episodes.", group=RUN, minimum=1)
     quiet: bool = _field(False, "No progress bar; one plain line per logged episode.", group=RUN)
+    coordinator_address: str = _field("", "Multi-process job: host:port of process 0's coordinator (default: "
+                                      "$JAX_COORDINATOR_ADDRESS, or what JAX detects under SLURM / Open MPI).",
+                                      group=RUN)
+    num_processes: int = _field(0, "Multi-process job: number of processes (0 = detect; a job starts "
+                                "jax.distributed when this is > 1, a coordinator is given, or SLURM / Open MPI "
+                                "run more than one task).", group=RUN, minimum=0)
+    process_id: int = _field(-1, "Multi-process job: this process's index (-1 = detect).", group=RUN, minimum=-1)
     profile: bool = _field(False, "Write a JAX profiler trace of one episode (the second, or the only one) to "
                            "<log-dir>/<job-id>/plugins/profile/ for TensorBoard's profile tab.", group=RUN)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import chess
 import chess.pgn
@@ -65,11 +65,13 @@ class SelfPlayRecorder:
     after the checkpoint are dropped first (`keep_up_to`), since they are played again.
     """
 
-    def __init__(self, config: Config, job_dir: str, resumed: bool):
+    def __init__(self, config: Config, job_dir: str, resumed_generations: Sequence[int] | None = None):
+        """`resumed_generations`: after a resume, the generation of each recorded slot's game in progress."""
         self.config, self.path = config, os.path.join(job_dir, "selfplay.pgn")
         slots = min(config.selfplay_pgn_games, config.selfplay_batch)
         self.boards = [chess.Board() for _ in range(slots)]
-        self.generation = [0] * slots
+        resumed = resumed_generations is not None
+        self.generation = [int(g) for g in resumed_generations[:slots]] if resumed else [0] * slots
         self.complete = [not resumed] * slots
 
     def record(self, actions: np.ndarray, generations: np.ndarray, episode: int) -> int:
@@ -83,7 +85,8 @@ class SelfPlayRecorder:
                         written += 1
                     board = self.boards[slot] = chess.Board()
                     self.generation[slot], self.complete[slot] = int(generations[ply, slot]), True
-                board.push(notation.action_to_move(board, int(actions[ply, slot])))
+                if self.complete[slot]:  # a game resumed mid-way is not followed: its opening moves are unknown
+                    board.push(notation.action_to_move(board, int(actions[ply, slot])))
         return written
 
     def _write(self, board: chess.Board, slot: int, generation: int, episode: int) -> None:

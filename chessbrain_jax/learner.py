@@ -65,26 +65,41 @@ def l2_penalty(params) -> jax.Array:
     return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel")
 
 
-def loss_fn(params, batch: replay.Batch, apply_fn: ApplyFn, l2_weight: float):
-    """Returns (loss, metrics dict) for one batch; all terms float32."""
+def loss_fn(params, batch: replay.Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None):
+    """Returns (loss, metrics dict) for one batch; all terms float32.
+
+    With `axis` (inside `shard_map` over a data-parallel mesh axis) `batch` is this device's share of the global
+    batch and every term is this device's share of the global term: summed over devices, loss, metrics and the
+    gradient are exactly those of the whole batch on one device (the value loss is normalised by the global count
+    of known targets, not a mean of per-device means).
+    """
+    shards = 1 if axis is None else jax.lax.psum(1, axis)
+    global_total = (lambda x: x) if axis is None else (lambda x: jax.lax.psum(x, axis))
     logits, value = apply_fn(params, batch.observation)
     log_probs = jax.nn.log_softmax(mask_illegal(logits.astype(jnp.float32), batch.legal_mask), axis=-1)
-    policy_loss = -jnp.mean(jnp.sum(batch.policy * log_probs, axis=-1))
+    samples = batch.value.shape[0] * shards
+    policy_loss = -jnp.sum(batch.policy * log_probs) / samples
     known = batch.value_mask.astype(jnp.float32)
-    value_loss = jnp.sum(known * jnp.square(value.astype(jnp.float32) - batch.value)) / jnp.maximum(known.sum(), 1.0)
-    l2 = l2_weight * l2_penalty(params)
+    known_total = global_total(known.sum())
+    value_loss = jnp.sum(known * jnp.square(value.astype(jnp.float32) - batch.value)) / jnp.maximum(known_total, 1.0)
+    l2 = l2_weight * l2_penalty(params) / shards
     loss = policy_loss + value_loss + l2
     return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, l2=l2,
-                      value_targets_known=known.mean())
+                      value_targets_known=known.sum() / samples)
 
 
-def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps):
-    """Returns the pure `train_step(state, batch) -> (state, metrics)`: one micro-batch through MultiSteps."""
+def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, axis: str | None = None):
+    """Returns the pure `train_step(state, batch) -> (state, metrics)`: one micro-batch through MultiSteps.
+
+    With `axis`, gradients and metrics are summed over the devices of that mesh axis (see `loss_fn`) before the
+    update, so every device applies the same update to its replica of the state."""
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def train_step(state: TrainState, batch: replay.Batch):
         with jax.named_scope("train_step"):
-            grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight)
+            grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight, axis)
+            if axis is not None:
+                grads, metrics = jax.lax.psum((grads, metrics), axis)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
         metrics["grad_norm"] = optax.tree.norm(grads)
@@ -94,8 +109,13 @@ def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
     return train_step
 
 
-def make_micro_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps):
-    """Returns the pure `micro_step(state, buffer, key) -> (state, metrics)`: sample a micro-batch, train on it."""
+def make_micro_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, mesh=None):
+    """Returns the pure `micro_step(state, buffer, key) -> (state, metrics)`: sample a micro-batch, train on it.
+
+    With a data-parallel `mesh` (`sharding.DataParallel`), each device samples its share of the batch from its own
+    columns of the buffer (key folded with the device index) and the update is summed over devices."""
+    if mesh is not None:
+        return mesh.micro_step(config, apply_fn, optimizer)
     train_step = make_train_step(config, apply_fn, optimizer)
 
     def micro_step(state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array):
@@ -120,8 +140,9 @@ class TrainChunk:
     loop is the CPU default. Both give the same result; `state` is donated.
     """
 
-    def __init__(self, config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, loop: str = "scan"):
-        micro_step = self._micro_step = make_micro_step(config, apply_fn, optimizer)
+    def __init__(self, config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, loop: str = "scan",
+                 mesh=None):
+        micro_step = self._micro_step = make_micro_step(config, apply_fn, optimizer, mesh)
         self.loop = loop
         self.num_micro_steps = config.micro_steps_per_episode
         if loop == "scan":
@@ -142,6 +163,8 @@ class TrainChunk:
         if self.loop == "host":
             self._split = self._split.lower(key).compile()
             _, metrics = jax.eval_shape(self._micro_step, state, buffer, key)
+            placed = getattr(state.step, "sharding", None)  # metrics are replicated like the step counter
+            metrics = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed), metrics)
             self._mean = self._mean.lower([metrics] * self.num_micro_steps).compile()
 
     def __call__(self, state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array):

@@ -88,7 +88,9 @@ def init_selfplay(config: Config, start: chess_env.State | None = None) -> SelfP
 
 
 def make_play_episode(config: Config, apply_fn: ApplyFn):
-    """Returns the pure `play_episode(params, selfplay_state, key) -> (selfplay_state, Trajectory, stats)`.
+    """Returns the pure `play_episode(params, selfplay_state, key, first_slot=0) -> (selfplay_state, Trajectory,
+    stats)` for `config.selfplay_batch` games; `first_slot` numbers them in the trajectory (a device's share of the
+    games under data parallelism starts at its offset).
 
     `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode: games_finished counts games that
     ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies` (their value target is
@@ -99,7 +101,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     batch = config.selfplay_batch
     slots = jnp.arange(batch)
 
-    def play_move(params, fresh: chess_env.State, carry: SelfPlayState, key: jax.Array):
+    def play_move(params, fresh: chess_env.State, first_slot, carry: SelfPlayState, key: jax.Array):
         env, generation, results = carry
         key_search, key_explore, key_random = jax.random.split(key, 3)
         with jax.named_scope("search"):
@@ -119,7 +121,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
                 legal_actions=legal_actions,
                 policy=policy,
                 white_to_move=chess_env.white_to_move(env),
-                slot=slots,
+                slot=first_slot + slots,
                 generation=generation,
             ),
             action=action,
@@ -163,11 +165,12 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         )
         return SelfPlayState(next_env, generation, results), (record, stats)
 
-    def play_episode(params, state: SelfPlayState, key: jax.Array):
+    def play_episode(params, state: SelfPlayState, key: jax.Array, first_slot: int | jax.Array = 0):
         keys = jax.random.split(key, config.plies_per_episode)
         fresh = chess_env.initial_states(batch)  # built inside the trace: a broadcast, not a [B]-sized constant
         with jax.named_scope("selfplay"):
-            state, (trajectory, stats) = jax.lax.scan(lambda carry, k: play_move(params, fresh, carry, k), state, keys)
+            state, (trajectory, stats) = jax.lax.scan(
+                lambda carry, k: play_move(params, fresh, first_slot, carry, k), state, keys)
         return state, trajectory, {name: value.sum().astype(jnp.int32) for name, value in stats.items()}
 
     return play_episode

@@ -40,12 +40,23 @@ class RunResult(NamedTuple):
     checkpoint_path: str
 
 
-def select_device(choice: str):
-    """Pins JAX to the requested platform before its backends start; returns the devices."""
+def select_device(choice: str, config: Config | None = None):
+    """Pins JAX to the requested platform before its backends start (joining a multi-process job first, when
+    `config` asks for one: `distributed`); returns the devices of every process."""
     import jax
 
+    from chessbrain_jax import distributed
+
     if choice != "auto":
-        jax.config.update("jax_platforms", _PLATFORMS[choice])
+        platforms = [_PLATFORMS[choice]]
+        if config is not None and config.producer_workers and config.producer_device not in ("auto", choice):
+            platforms.append(_PLATFORMS[config.producer_device])  # producers on another platform (e.g. the CPU)
+        jax.config.update("jax_platforms", ",".join(platforms))
+    if config is not None:
+        try:
+            distributed.initialize(config)
+        except distributed.DistributedError as error:
+            raise UsageError(str(error)) from None
     try:
         return jax.devices()
     except (RuntimeError, AssertionError):  # jax asserts, rather than raising, when no plugin provides the platform
@@ -105,7 +116,8 @@ def prepare_folders(config: Config, resume: bool, overwrite: bool) -> tuple[str,
 # Settings a resumed job may change; every other setting shapes the state or the math and stays the job's own.
 RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "log_every", "quiet", "log_dir",
                 "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
-                "producer_queue_size", "producer_device", "profile", "eval_interval", "eval_games", "eval_opponent",
+                "producer_queue_size", "producer_device", "profile", "coordinator_address", "num_processes",
+                "process_id", "eval_interval", "eval_games", "eval_opponent",
                 "eval_simulations", "selfplay_pgn_games")
 
 
@@ -216,7 +228,12 @@ class TrainingDiverged(Exception):
     """Every update of an episode had a non-finite gradient; the last good state was checkpointed."""
 
 
+_voice = {"on": True}
+
+
 def say(message: str) -> None:
+    if not _voice["on"]:
+        return
     print(f"[{PROG}] {message}", file=sys.stderr, flush=True)
 
 
@@ -228,10 +245,9 @@ def _changed(config: Config, names: Sequence[str]) -> list[str]:
 def start_up_notes(config: Config) -> list[str]:
     """Settings the user gave that this run does not use, said out loud rather than silently ignored."""
     notes = []
-    producer = _changed(config, ("producer_workers", "producer_queue_size", "producer_device"))
-    if producer:
-        notes.append(f"{', '.join(producer)}: recorded, but self-play and training run synchronously on the device "
-                     "(producer/consumer mode is not implemented yet; see docs/architecture.md)")
+    producer = _changed(config, ("producer_queue_size", "producer_device"))
+    if producer and not config.producer_workers:
+        notes.append(f"{', '.join(producer)}: used with --producer-workers > 0 only; this run is synchronous")
     if config.search == "gumbel":
         puct_only = _changed(config, ("mcts_cpuct", "dirichlet_alpha", "dirichlet_fraction", "temperature_plies"))
         if puct_only:
@@ -251,14 +267,31 @@ def _stored_config(manager, steps: list[int], fallback: Config) -> Config:
     return fallback
 
 
-def _restore_latest_good(manager, steps: list[int], config: Config):
-    """(step, train state, rng, run state, meta) of the newest checkpoint that restores; older ones are fallbacks."""
+def _check_run_format(manager, steps: list[int], config: Config) -> None:
+    """Refuses, in one line, to resume checkpoints whose games and replay layout this version cannot read."""
     from chessbrain_jax import checkpoint
+
+    try:
+        found = checkpoint.read_meta(manager, max(steps)).get("run_format", 1)
+    except (KeyError, ValueError, TypeError, OSError):
+        return  # unreadable: `_restore_latest_good` falls back to an older checkpoint
+    if found != checkpoint.RUN_FORMAT:
+        raise UsageError(f"--resume: job {config.job_id!r} was saved with replay layout {found} by an older "
+                         f"chessbrain_jax (this one uses {checkpoint.RUN_FORMAT}); its networks still load for play "
+                         "(arena, uci, registry), but training must start a new job")
+
+
+def _restore_latest_good(manager, steps: list[int], config: Config, parallel):
+    """(step, train state, rng, run state, meta) of the newest checkpoint that restores, placed on `parallel`'s mesh
+    (any device count that divides the batch); older ones are fallbacks."""
+    from chessbrain_jax import checkpoint, sharding
 
     for step in sorted(steps, reverse=True):
         try:
-            train_state, rng, meta = checkpoint.restore(manager, step, config)
-            run_state = checkpoint.restore_run(manager, step, config)
+            train_state, rng, meta = checkpoint.restore(manager, step, config,
+                                                        parallel.sharding(sharding.REPLICATED))
+            run_state = checkpoint.restore_run(manager, step, config, parallel.sharding(sharding.GAMES),
+                                               parallel.sharding(sharding.BUFFER))
             return step, train_state, rng, run_state, meta
         except (KeyError, ValueError, TypeError, OSError) as error:
             reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
@@ -267,28 +300,89 @@ def _restore_latest_good(manager, steps: list[int], config: Config):
     raise UsageError(f"--resume: none of the {len(steps)} checkpoints of job {config.job_id!r} can be restored")
 
 
+class NoWriter:
+    """Stands in for `MetricsWriter` in processes other than 0 of a multi-process job."""
+
+    def write(self, step: int, record: dict) -> None:
+        pass
+
+    flush = close = lambda self: None  # noqa: E731
+
+
+class SynchronousSelfPlay:
+    """The default loop's self-play (`--producer-workers 0`): every episode, all games play one chunk with the
+    current parameters on the data-parallel mesh, and their positions go straight into the replay buffer."""
+
+    mode = "synchronous"
+
+    def __init__(self, play, add, games):
+        self._play, self._add, self.games = play, add, games
+
+    def episode(self, params, buffer, key, step: int):
+        """Returns (buffer, stats, trajectories whose first columns are slots 0.., metrics); stats are replicated
+        device counters; nothing waits for the device."""
+        self.games, trajectory, stats = self._play(params, self.games, key)
+        return self._add(buffer, trajectory, self.games), stats, [trajectory], {}
+
+    def publish(self, params, step: int) -> None:
+        pass
+
+    def close(self, buffer):
+        return buffer, 0, {}
+
+    def abort(self) -> None:
+        pass
+
+
 def run(config: Config, resume: bool = False, overwrite: bool = False, explicit: set[str] | None = None) -> RunResult:
     """Runs (or, with `resume`, continues) the job described by `config`."""
-    devices = select_device(config.device)
+    devices = select_device(config.device, config)
     import jax
 
-    from chessbrain_jax import checkpoint, evaluation, learner, model, replay, selfplay
+    from chessbrain_jax import checkpoint, distributed, evaluation, learner, model, replay, selfplay, sharding
     from chessbrain_jax.arena import ArenaError
     from chessbrain_jax.metrics import MetricsWriter, Progress, write_json_atomically
 
     backend = devices[0].platform
-    job_dir, checkpoint_dir, exists = prepare_folders(config, resume, overwrite)
+    writer_process = distributed.is_writer()
+    processes = jax.process_count()
+    if writer_process:
+        job_dir, checkpoint_dir, exists = prepare_folders(config, resume, overwrite)
+    else:
+        job_dir = os.path.abspath(os.path.join(config.log_dir, config.job_id))
+        checkpoint_dir, exists = os.path.abspath(config.checkpoint_dir), False
+    exists = bool(distributed.broadcast(int(exists)))
+    distributed.barrier("chessbrain_jax folders ready")
     manager = checkpoint.make_manager(checkpoint_dir, config.job_id, keep=config.keep_checkpoints)
     steps = list(manager.all_steps()) if exists else []
     if steps:
         config = resumed_config(_stored_config(manager, steps, config), config, explicit or set())
+        _check_run_format(manager, steps, config)
     elif resume:
         say(f"--resume: job {config.job_id} has no checkpoints yet; starting it")
-        if exists:  # killed before its first checkpoint: its metrics would repeat
+        if exists and writer_process:  # killed before its first checkpoint: its metrics would repeat
             keep_metrics_up_to(os.path.join(job_dir, "metrics.jsonl"), 0)
+    learner_devices, producer_devices = devices, []
+    if config.producer_workers:
+        from chessbrain_jax import producers
+
+        if processes > 1:
+            raise UsageError("--producer-workers: producer/consumer mode runs in one process; a multi-process job "
+                             "is data parallel (use --producer-workers 0)")
+        try:
+            producer_devices, learner_devices = producers.assign_devices(config, devices)
+        except producers.ProducerError as error:
+            raise UsageError(str(error)) from None
+    try:
+        parallel = sharding.DataParallel(config, learner_devices)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     dtype, why = resolve_precision(config, backend)
-    say(f"job {config.job_id}: {len(devices)} {backend} device(s) ({devices[0].device_kind}); "
+    _voice["on"] = writer_process  # one voice per job: process 0's
+    where = f" in {processes} processes" if processes > 1 else ""
+    say(f"job {config.job_id}: {len(devices)} {backend} device(s){where} ({devices[0].device_kind}); "
         f"logs {job_dir}; checkpoints {checkpoint_dir}/{config.job_id}_step<N>")
+    say(f"devices: {'learner: ' if producer_devices else ''}{parallel.describe()}")
     say(f"precision: {dtype} ({why})")
     say(f"episode = {config.selfplay_batch} parallel games x {config.plies_per_episode} plies = "
         f"{config.positions_per_episode} positions, then {config.optimizer_steps_per_episode} optimizer "
@@ -301,72 +395,93 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     apply_fn = model.make_apply(network)
     optimizer = learner.make_optimizer(config)
     schedule = learner.learning_rate_schedule(config)
+    replicated = parallel.sharding(sharding.REPLICATED)
     first_episode, positions_seen, totals = 1, 0, dict.fromkeys(selfplay.EPISODE_STATS, 0)
+    split = jax.jit(lambda k: tuple(jax.random.split(k, 3)), out_shardings=replicated)
     if steps:
-        step, train_state, key, run_state, meta = _restore_latest_good(manager, steps, config)
+        step, train_state, key, run_state, meta = _restore_latest_good(manager, steps, config, parallel)
         games, buffer = run_state
         first_episode, positions_seen = int(meta["episode"]) + 1, int(meta["positions"])
         totals.update({name: int(value) for name, value in meta["totals"].items() if name in totals})
-        dropped = keep_metrics_up_to(os.path.join(job_dir, "metrics.jsonl"), int(meta["episode"]))
+        dropped = keep_metrics_up_to(os.path.join(job_dir, "metrics.jsonl"), int(meta["episode"])) \
+            if writer_process else 0
         say(f"resuming after episode {meta['episode']} from {config.job_id}_step{step}"
             + (f" ({dropped} later metrics records dropped)" if dropped else ""))
     else:
-        key = jax.random.PRNGKey(config.seed)
-        key, init_key = jax.random.split(key)
-        train_state = learner.init_train_state(model.init_params(network, init_key), optimizer)
-        games = selfplay.init_selfplay(config)
-        buffer = replay.init_replay(config)
+        key = parallel.replicate(jax.random.PRNGKey(config.seed))
+        key, init_key = jax.jit(lambda k: tuple(jax.random.split(k)), out_shardings=replicated)(key)
+        train_state = jax.jit(lambda k: learner.init_train_state(model.init_params(network, k), optimizer),
+                              out_shardings=replicated)(init_key)
+        games = parallel.init_games()
+        buffer = parallel.init_buffer()
     evaluator = recorder = None
-    if config.eval_interval:
+    if config.eval_interval and writer_process:
         try:
-            evaluator = evaluation.Evaluator(config, apply_fn, train_state.params, job_dir)
+            evaluator = evaluation.Evaluator(config, apply_fn, sharding.on_one_device(train_state.params), job_dir)
         except ArenaError as error:
             raise UsageError(f"--eval-opponent: {error}") from None
         say(f"evaluation: every {config.eval_interval} episodes, {config.eval_games} games of "
             f"{evaluator.learner.description} against {evaluation.arena.describe(evaluator.opponent)}")
-    if config.selfplay_pgn_games:
-        recorder = evaluation.SelfPlayRecorder(config, job_dir, resumed=bool(steps))
+    if config.selfplay_pgn_games and writer_process:
+        in_progress = sharding.first_columns(games.generation, config.selfplay_pgn_games) if steps else None
+        recorder = evaluation.SelfPlayRecorder(config, job_dir, in_progress)
         if steps:
             recorder.keep_up_to(first_episode - 1)
-    write_json_atomically(os.path.join(job_dir, "run.json"), {
-        "job_id": config.job_id,
-        "config": config.to_dict(),
-        "versions": library_versions(),
-        "devices": [str(device) for device in devices],
-        "backend": backend,
-        "precision": {"compute_dtype": dtype, "reason": why, "params_dtype": "float32"},
-        "command": sys.argv,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "resumed_from_episode": first_episode - 1 if steps else None,
-    })
+    if writer_process:
+        write_json_atomically(os.path.join(job_dir, "run.json"), {
+            "job_id": config.job_id,
+            "config": config.to_dict(),
+            "versions": library_versions(),
+            "devices": [str(device) for device in devices],
+            "backend": backend,
+            "processes": processes,
+            "parallelism": {"mode": "producer/consumer" if producer_devices else "synchronous",
+                            "producers": [str(device) for device in producer_devices],
+                            "devices": parallel.size, "processes": processes,
+                            "games_per_device": parallel.local.selfplay_batch,
+                            "samples_per_device": parallel.local.batch_size, "summary": parallel.describe()},
+            "precision": {"compute_dtype": dtype, "reason": why, "params_dtype": "float32"},
+            "command": sys.argv,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "resumed_from_episode": first_episode - 1 if steps else None,
+        })
 
-    play_episode = selfplay.make_play_episode(config, apply_fn)
     compile_started = time.monotonic()
-    play = jax.jit(play_episode, donate_argnums=1).lower(train_state.params, games, key).compile()
+    if producer_devices:
+        key, producer_key = split(key)[:2]
+        source = producers.ProducerPool(config, apply_fn, producer_devices, games, train_state.params,
+                                        _step(train_state), producer_key,
+                                        jax.jit(replay.add, donate_argnums=0), parallel.replicate)
+        say(f"producers: {source.describe()}")
+    else:
+        play_episode = parallel.play_episode(apply_fn)
+        play = jax.jit(play_episode, donate_argnums=1).lower(train_state.params, games, key).compile()
+        _, trajectory_shape, _ = jax.eval_shape(play_episode, train_state.params, games, key)
+        add = jax.jit(parallel.add(), donate_argnums=0).lower(buffer, trajectory_shape, games).compile()
+        source = SynchronousSelfPlay(play, add, games)
     selfplay_compile_s = time.monotonic() - compile_started
-    _, trajectory_shape, _ = jax.eval_shape(play_episode, train_state.params, games, key)
     compile_started = time.monotonic()
-    add = jax.jit(replay.add, donate_argnums=0).lower(buffer, trajectory_shape, games).compile()
-    train = learner.TrainChunk(config, apply_fn, optimizer, learner.resolve_train_loop(config, backend))
+    train = learner.TrainChunk(config, apply_fn, optimizer, learner.resolve_train_loop(config, backend), parallel)
     train.compile(train_state, buffer, key)
     train_compile_s = time.monotonic() - compile_started
     say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s "
         f"(training loop: {train.loop})")
 
-    writer = MetricsWriter(job_dir, purge_step=int(train_state.step) + 1 if steps else (0 if exists else None))
-    progress = Progress(config.episodes, quiet=config.quiet, done=first_episode - 1)
+    writer = (MetricsWriter(job_dir, purge_step=_step(train_state) + 1 if steps else (0 if exists else None))
+              if writer_process else NoWriter())
+    progress = Progress(config.episodes, quiet=config.quiet or not writer_process, done=first_episode - 1)
     run_started = time.monotonic()
     record: dict[str, Any] = {}
     stop = GracefulStop()
 
     def save(episode: int) -> None:
-        if int(train_state.step) in manager.all_steps():  # no optimizer step since the last save: nothing new
+        if _step(train_state) in manager.all_steps():  # no optimizer step since the last save: nothing new
             return
         try:
             manager.wait_until_finished()  # the previous asynchronous save: report its failure, not a later one
         except Exception as error:
             raise checkpoint_write_error(checkpoint_dir, error) from error
-        folder = os.path.join(checkpoint_dir, f"{config.job_id}_step{int(train_state.step)}")
+        folder = os.path.join(checkpoint_dir, f"{config.job_id}_step{_step(train_state)}")
         try:
             _save_now(episode)
         except Exception as error:
@@ -374,7 +489,7 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
         writer.flush()
 
     def _save_now(episode: int) -> None:
-        checkpoint.save(manager, train_state, key, checkpoint.RunState(games, buffer), {
+        checkpoint.save(manager, train_state, key, checkpoint.RunState(source.games, buffer), {
             "config": config.to_dict(), "episode": episode, "games_finished": totals["games_finished"],
             "positions": positions_seen, "totals": totals, "metrics": json.loads(json.dumps(record, default=float)),
         })
@@ -383,17 +498,19 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     try:
         with stop:
             for episode in range(first_episode, config.episodes + 1):
-                key, play_key, train_key = jax.random.split(key, 3)
-                profiling = config.profile and episode == min(first_episode + 1, config.episodes)
+                key, play_key, train_key = split(key)
+                profiling = config.profile and episode == min(first_episode + 1, config.episodes) and writer_process
                 if profiling:
                     jax.profiler.start_trace(job_dir)
                 started = time.monotonic()
-                games, trajectory, stats = play(train_state.params, games, play_key)
-                buffer = add(buffer, trajectory, games)
-                stats = jax.device_get(stats)
+                buffer, stats, trajectories, source_metrics = source.episode(
+                    train_state.params, buffer, play_key, _step(train_state))
+                stats = sharding.fetch(stats)
                 if recorder is not None:
-                    actions, generations = jax.device_get((trajectory.action, trajectory.position.generation))
-                    recorder.record(actions, generations, episode)
+                    for trajectory in trajectories:
+                        count = min(config.selfplay_pgn_games, trajectory.action.shape[1])
+                        recorder.record(sharding.first_columns(trajectory.action, count),
+                                        sharding.first_columns(trajectory.position.generation, count), episode)
                 selfplay_s = time.monotonic() - started
                 positions_seen += config.positions_per_episode
                 for name, value in stats.items():
@@ -403,12 +520,13 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                 train_metrics: dict[str, float] = {}
                 if min(positions_seen, config.replay_capacity) >= config.batch_size:
                     train_state, train_metrics = train(train_state, buffer, train_key)
-                    train_metrics = {name: float(value) for name, value in jax.device_get(train_metrics).items()}
+                    train_metrics = {name: float(value) for name, value in sharding.fetch(train_metrics).items()}
+                    source.publish(train_state.params, _step(train_state))
                 train_s = time.monotonic() - started
                 if profiling:
                     jax.profiler.stop_trace()
                     say(f"profiler trace of episode {episode} written under {job_dir}/plugins/profile/")
-                step = int(train_state.step)
+                step = _step(train_state)
                 skipped = round(train_metrics.pop("nonfinite_skipped", 0.0) * config.micro_steps_per_episode)
 
                 finished = totals["games_finished"]
@@ -420,7 +538,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                     **train_metrics,
                     "nonfinite_skipped": skipped,
                     "learning_rate": float(schedule(max(step - 1, 0))),
-                    "selfplay_positions_per_s": config.positions_per_episode / selfplay_s,
+                    "selfplay_positions_per_s": source_metrics.get("producer", {}).get(
+                        "positions_per_s", config.positions_per_episode / selfplay_s),
                     "train_steps_per_s": (config.optimizer_steps_per_episode / train_s) if train_metrics else 0.0,
                     "train_samples_per_s": (config.micro_steps_per_episode * config.batch_size / train_s)
                     if train_metrics else 0.0,
@@ -429,15 +548,17 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                     "mean_game_plies": (totals["ended_game_plies"] / (finished + totals["truncated"])
                                         if finished + totals["truncated"] else None),
                     "replay_size": min(positions_seen, config.replay_capacity),
+                    **source_metrics,
                     "wall_time_s": time.monotonic() - run_started,
                 }
-                evaluated = evaluator is not None and evaluator.due(episode) and not stop.requested
+                stopping = distributed.any_process(bool(stop.requested))  # every process stops after one episode
+                evaluated = evaluator is not None and evaluator.due(episode) and not stopping
                 if evaluated:
-                    record["eval"] = evaluator(train_state.params, step, episode)
+                    record["eval"] = evaluator(sharding.on_one_device(train_state.params), step, episode)
                     result = record["eval"]
                     say(f"eval after episode {episode} (step {step}): +{result['wins']} ={result['draws']} "
                         f"-{result['losses']} against {result['opponent']}, score {result['score']:.2f}")
-                if episode % config.log_every == 0 or episode == config.episodes or stop.requested or evaluated:
+                if episode % config.log_every == 0 or episode == config.episodes or stopping or evaluated:
                     writer.write(step, record)
                 loss = train_metrics.get("loss")
                 loss_text = f"loss {loss:.3f}" if loss is not None else "loss -"
@@ -449,15 +570,24 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                         f"every update of episode {episode} had a non-finite loss or gradient; the last good state "
                         f"is checkpointed as {config.job_id}_step{step}; lower --learning-rate or "
                         "--grad-clip before resuming")
-                if episode % config.checkpoint_interval == 0 or episode == config.episodes or stop.requested:
+                if episode == config.episodes or stopping:  # producers stop; queued chunks join the buffer
+                    buffer, drained, drained_stats = source.close(buffer)
+                    positions_seen += drained * config.positions_per_episode // max(config.producer_workers, 1)
+                    for name, value in drained_stats.items():
+                        totals[name] += value
+                    if drained:
+                        say(f"producers stopped; {drained} queued chunks added to the replay buffer")
+                if episode % config.checkpoint_interval == 0 or episode == config.episodes or stopping:
                     save(episode)
-                if stop.requested:
-                    say(f"stopped by {stop.requested} after episode {episode}; continue with --resume")
+                if stopping:
+                    say(f"stopped by {stop.requested or 'another process'} after episode {episode}; "
+                        "continue with --resume")
                     break
     except CheckpointWriteError:
         write_failed = True
         raise
     finally:
+        source.abort()
         progress.close()
         if evaluator is not None:
             evaluator.close()
@@ -473,8 +603,15 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
     last = saved[-1].path if saved else ""
     if not stop.requested:
         say(f"done: {config.episodes} episodes, {positions_seen} positions, {totals['games_finished']} games "
-            f"finished, optimizer step {int(train_state.step)}; last checkpoint {last}")
-    return RunResult(record, train_state.params, last)
+            f"finished, optimizer step {_step(train_state)}; last checkpoint {last}")
+    return RunResult(record, sharding.fetch(train_state.params), last)
+
+
+def _step(train_state) -> int:
+    """The optimizer step as a Python int (read from this process's replica)."""
+    import numpy as np
+
+    return int(np.asarray(train_state.step.addressable_data(0)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,7 +39,7 @@ def _read(path):
 
 
 def test_finished_games_are_written_with_their_result(tmp_path):
-    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=2), str(tmp_path), resumed=False)
+    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=2), str(tmp_path))
     assert recorder.record(*_episode(), episode=3) == 1
     (game,) = _read(tmp_path / "selfplay.pgn")
     assert [move.uci() for move in game.mainline_moves()] == FOOLS_MATE
@@ -50,7 +50,7 @@ def test_finished_games_are_written_with_their_result(tmp_path):
 
 
 def test_after_resume_games_in_progress_are_skipped(tmp_path):
-    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=1), str(tmp_path), resumed=True)
+    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=1), str(tmp_path), [0])
     assert recorder.record(*_episode(), episode=1) == 0
     actions, _ = _episode()
     more = np.array([[1, 0]] * 2 + [[2, 0]] * 4, np.int32)  # the generation-1 game ends after two more plies
@@ -59,6 +59,20 @@ def test_after_resume_games_in_progress_are_skipped(tmp_path):
     (game,) = _read(tmp_path / "selfplay.pgn")
     assert [move.uci() for move in game.mainline_moves()] == ["e2e4", "e7e5", "g1f3", "b8c6"]
     assert game.headers["Result"] == "1/2-1/2"
+
+
+def test_a_resumed_game_in_progress_is_not_replayed_from_the_start(tmp_path):
+    """Slot 0 resumes game 7 in the middle: its moves (black's, here) are not pushed onto a fresh board."""
+    recorder = evaluation.SelfPlayRecorder(make_config(selfplay_pgn_games=1), str(tmp_path), [7, 3])
+    middle = _actions(["e2e4", "e7e5", "g1f3"])[1:]  # the game in progress: black's move is illegal from the start
+    actions = np.concatenate([middle, _actions(FOOLS_MATE)])[:, None].astype(np.int32)
+    generations = np.array([[7], [7]] + [[8]] * 4, np.int32)
+    assert recorder.record(actions, generations, episode=5) == 0
+    assert [move.uci() for move in recorder.boards[0].move_stack] == FOOLS_MATE
+    next_game = np.array(_actions(["e2e4"]), np.int32)[:, None]
+    assert recorder.record(next_game, np.array([[9]], np.int32), episode=6) == 1  # game 8 is complete
+    (game,) = _read(tmp_path / "selfplay.pgn")
+    assert game.headers["Round"] == "0.8" and game.headers["Result"] == "0-1"
 
 
 def test_games_cut_at_the_ply_cap_carry_the_material_verdict(tmp_path):
@@ -72,7 +86,7 @@ def test_games_cut_at_the_ply_cap_carry_the_material_verdict(tmp_path):
         folder = tmp_path / str(threshold)
         folder.mkdir()
         config = make_config(selfplay_pgn_games=2, max_plies=6, adjudicate_material=threshold)
-        assert evaluation.SelfPlayRecorder(config, str(folder), resumed=False).record(actions, generations, 1) == 2
+        assert evaluation.SelfPlayRecorder(config, str(folder)).record(actions, generations, 1) == 2
         verdicts[threshold] = [(g.headers["Result"], g.headers["TerminationDetail"]) for g in
                                _read(folder / "selfplay.pgn")]
     assert verdicts[0] == [("*", "truncated at 6 plies (no result, no value target)")] * 2

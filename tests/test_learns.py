@@ -68,7 +68,8 @@ def test_training_on_searched_mates_teaches_the_raw_policy_to_mate():
     assert all(_mates(board, int(a)) for board, a in zip(boards, after)), [
         board.san(notation.action_to_move(board, int(a))) for board, a in zip(boards, after)]
     # Self-play plays Gumbel's sampled move, which can miss a mate: only games that ended have a value target.
-    _, known = (np.asarray(x) for x in replay.value_targets(buffer, jnp.arange(len(MATES_IN_ONE))))
+    _, known = (np.asarray(x) for x in replay.value_targets(
+        buffer, jnp.zeros(len(MATES_IN_ONE), jnp.int32), jnp.arange(len(MATES_IN_ONE))))
     mated = [board.turn for board, ended in zip(boards, known) if ended]
     assert len(mated) >= 6 and chess.WHITE in mated and chess.BLACK in mated
     # The mover mates: its value, from the mover's view, is high whether white or black is to move.

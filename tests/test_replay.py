@@ -1,4 +1,4 @@
-"""Replay buffer: ring wraparound, sample shapes and dtypes, value lookup (known, pending, truncated, too old)."""
+"""Replay buffer: per-slot ring wraparound, column blocks, sample shapes and dtypes, value lookup (known, pending, truncated, too old)."""
 
 from __future__ import annotations
 
@@ -38,25 +38,43 @@ def _games(config, results=None, generation=None) -> selfplay.SelfPlayState:
     )
 
 
-def test_add_wraps_around_and_keeps_the_newest():
-    config = make_config(selfplay_batch=B, replay_capacity=20, batch_size=4)
+def test_add_wraps_around_each_column_and_keeps_the_newest():
+    config = make_config(selfplay_batch=B, replay_capacity=20, batch_size=4)  # 5 rows per slot
     buffer = replay.init_replay(config)
+    assert buffer.positions.policy.shape[:2] == (5, B) and replay.replay_rows(config) == 5
     add = jax.jit(replay.add)
     buffer = add(buffer, _trajectory(0), _games(config))
-    assert int(buffer.size) == 12 and int(buffer.insert_at) == 12
-    buffer = add(buffer, _trajectory(12), _games(config))  # 24 entries into 20 slots: 20..23 overwrite 0..3
-    assert int(buffer.size) == 20 and int(buffer.insert_at) == 4
-    stored_ids = np.asarray(buffer.positions.policy[:, 0])
-    np.testing.assert_array_equal(stored_ids, [20, 21, 22, 23, *range(4, 20)])
+    np.testing.assert_array_equal(np.asarray(buffer.size), [3] * B)
+    np.testing.assert_array_equal(np.asarray(buffer.insert_at), [3] * B)
+    buffer = add(buffer, _trajectory(12), _games(config))  # plies 3..5 of each slot into 5 rows: ply 5 -> row 0
+    np.testing.assert_array_equal(np.asarray(buffer.size), [5] * B)
+    np.testing.assert_array_equal(np.asarray(buffer.insert_at), [1] * B)
+    stored_ids = np.asarray(buffer.positions.policy[..., 0])  # [row, slot]; id = ply * B + slot
+    ply = np.array([5, 1, 2, 3, 4])[:, None]
+    np.testing.assert_array_equal(stored_ids, ply * B + np.arange(B))
     # Every stored field moved together.
-    np.testing.assert_array_equal(np.asarray(buffer.positions.observation.scalars[:, 0]), stored_ids)
+    np.testing.assert_array_equal(np.asarray(buffer.positions.observation.scalars[..., 0]), stored_ids)
+
+
+def test_add_of_a_column_block_leaves_the_other_columns_alone():
+    config = make_config(selfplay_batch=2 * B, replay_capacity=16, batch_size=4)  # 2 rows per slot
+    games = selfplay.init_selfplay(make_config(selfplay_batch=B, replay_capacity=16))
+    games = games._replace(generation=jnp.full(B, 3, jnp.int32))
+    buffer = jax.jit(replay.add)(replay.init_replay(config), _trajectory(0), games, B)  # slots 4..7 only
+    np.testing.assert_array_equal(np.asarray(buffer.size), [0] * B + [2] * B)
+    np.testing.assert_array_equal(np.asarray(buffer.slot_generation), [0] * B + [3] * B)
+    np.testing.assert_array_equal(np.asarray(buffer.positions.policy[:, B:, 0]), [[4, 5, 6, 7], [8, 9, 10, 11]])
+    assert not np.asarray(buffer.positions.policy[:, :B]).any()
+    # Sampling draws only filled entries.
+    batch = replay.sample(buffer, jax.random.PRNGKey(0), 64)
+    assert set(np.asarray(batch.policy[:, 5]).astype(int)) == {4, 5, 6, 7, 8, 9, 10, 11}
 
 
 def test_add_larger_than_capacity_keeps_the_last_entries():
-    config = make_config(selfplay_batch=B, replay_capacity=8, batch_size=4)
+    config = make_config(selfplay_batch=B, replay_capacity=8, batch_size=4)  # 2 rows per slot
     buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config))
-    assert int(buffer.size) == 8
-    np.testing.assert_array_equal(np.sort(np.asarray(buffer.positions.policy[:, 0])), np.arange(4, 12))
+    np.testing.assert_array_equal(np.asarray(buffer.size), [2] * B)
+    np.testing.assert_array_equal(np.sort(np.asarray(buffer.positions.policy[..., 0]).ravel()), np.arange(4, 12))
 
 
 def test_sample_shapes_dtypes_and_content():
@@ -89,7 +107,7 @@ def test_value_targets_pending_truncated_and_forgotten():
     results = jnp.full((B, history), jnp.nan).at[0, 0].set(1.0).at[3, 0].set(-1.0)
     generation = jnp.int32([1, 1, 0, history])
     buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config, results, generation))
-    value, known = replay.value_targets(buffer, jnp.arange(4))  # t = 0 (white to move), slots 0..3
+    value, known = replay.value_targets(buffer, jnp.zeros(4, jnp.int32), jnp.arange(4))  # t = 0, slots 0..3
     np.testing.assert_array_equal(np.asarray(known), [True, False, False, False])
     np.testing.assert_array_equal(np.asarray(value), [1.0, 0.0, 0.0, 0.0])
 

@@ -127,9 +127,8 @@ def test_start_positions_end_with_known_results(episode):
 def test_replay_value_targets_come_from_results_for_both_colours(episode):
     config, final, trajectory, _ = episode
     buffer = replay.add(replay.init_replay(config), trajectory, final)
-    index = jnp.arange(PLIES * 4).reshape(PLIES, 4)  # positions are stored time-major: [t, slot] -> t * 4 + slot
-    value, known = (np.asarray(x) for x in replay.value_targets(buffer, index.reshape(-1)))
-    value, known = value.reshape(PLIES, 4), known.reshape(PLIES, 4)
+    row, column = (x.reshape(-1) for x in jnp.meshgrid(jnp.arange(PLIES), jnp.arange(4), indexing="ij"))
+    value, known = (np.asarray(x).reshape(PLIES, 4) for x in replay.value_targets(buffer, row, column))
     # First positions: white to move and mates (+1), black to move and mates (+1 for the mover), a draw (0).
     np.testing.assert_array_equal(known[0], [True, True, True, False])
     np.testing.assert_array_equal(value[0, :3], [1.0, 1.0, 0.0])
@@ -163,7 +162,8 @@ def test_games_cut_at_the_ply_cap_are_adjudicated_on_material(tiny_network):
     np.testing.assert_array_equal(np.asarray(final.results)[:, 0 % history], [1.0, -1.0, 0.0, 0.0])
     assert int(stats["truncated"]) == 4 and int(stats["adjudicated_wins"]) == 2 and int(stats["games_finished"]) == 0
     buffer = replay.add(replay.init_replay(config), trajectory, final)
-    value, known = (np.asarray(x).reshape(2, 4) for x in replay.value_targets(buffer, jnp.arange(8)))
+    row, column = (x.reshape(-1) for x in jnp.meshgrid(jnp.arange(2), jnp.arange(4), indexing="ij"))
+    value, known = (np.asarray(x).reshape(2, 4) for x in replay.value_targets(buffer, row, column))
     assert known.all()
     # From the mover's view: slot 0 white moves first (+1 then -1), slot 1 black moves first and wins (+1 then -1).
     np.testing.assert_array_equal(value, [[1.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]])
