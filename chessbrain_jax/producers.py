@@ -96,7 +96,7 @@ class ProducerPool:
         local = dataclasses.replace(config, selfplay_batch=self.width,
                                     replay_capacity=replay.replay_rows(config) * self.width)
         play = selfplay.make_play_episode(local, apply_fn)
-        self._play = [jax.jit(play) for _ in self.devices]  # each follows its committed arguments' device
+        self._play = jax.jit(play)  # compiled once per device: it follows its committed arguments
         keys = jax.random.split(key, self.workers)
         self._threads = [threading.Thread(target=self._produce, args=(k, keys[k]), name=f"producer-{k}",
                                           daemon=True) for k in range(self.workers)]
@@ -124,10 +124,11 @@ class ProducerPool:
                 if step != version:
                     version, params = step, jax.device_put(published, device)
                 key, play_key = jax.random.split(key)
-                games, trajectory, stats = self._play[index](params, games, play_key, first)
+                games, trajectory, stats = self._play(params, games, play_key, first)
                 jax.block_until_ready(games)
                 chunk = Chunk(index, trajectory, games, stats, version)
-                self.produced += 1
+                with self._lock:
+                    self.produced += 1
                 while not self._stop.is_set():
                     try:
                         self.queue.put(chunk, timeout=0.1)

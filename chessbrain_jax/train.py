@@ -52,6 +52,8 @@ def select_device(choice: str, config: Config | None = None):
         if config is not None and config.producer_workers and config.producer_device not in ("auto", choice):
             platforms.append(_PLATFORMS[config.producer_device])  # producers on another platform (e.g. the CPU)
         jax.config.update("jax_platforms", ",".join(platforms))
+    if config is not None and choice in ("auto", "cpu"):
+        split_cpu(config)
     if config is not None:
         try:
             distributed.initialize(config)
@@ -62,6 +64,32 @@ def select_device(choice: str, config: Config | None = None):
     except (RuntimeError, AssertionError):  # jax asserts, rather than raising, when no plugin provides the platform
         hint = " (install the extra: pip install 'chessbrain_jax[cuda12]')" if choice == "gpu" else ""
         raise UsageError(f"--device {choice}: no {choice.upper()} is available to JAX{hint}") from None
+
+
+def cpu_device_count(config: Config, cores: int) -> int:
+    """The CPU devices `--cpu-devices` asks for: N, or for 0 the largest count <= `cores` dividing both batches."""
+    if config.cpu_devices:
+        return config.cpu_devices
+    return max(n for n in range(1, max(cores, 1) + 1)
+               if config.selfplay_batch % n == 0 and config.batch_size % n == 0)
+
+
+def split_cpu(config: Config) -> None:
+    """Sets JAX's CPU device count from `--cpu-devices` before its backends start (XLA_FLAGS, if it forces a
+    count, wins; so does a JAX already started in this process)."""
+    import jax
+
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    count = cpu_device_count(config, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else os.cpu_count() or 1)
+    if count == max(jax.config.jax_num_cpu_devices, 1):
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:
+        say(f"note: --cpu-devices {config.cpu_devices}: JAX already started in this process; keeping its CPU "
+            "devices")
 
 
 def library_versions() -> dict[str, str]:
@@ -116,9 +144,9 @@ def prepare_folders(config: Config, resume: bool, overwrite: bool) -> tuple[str,
 # Settings a resumed job may change; every other setting shapes the state or the math and stays the job's own.
 RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "log_every", "quiet", "log_dir",
                 "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
-                "producer_queue_size", "producer_device", "profile", "coordinator_address", "num_processes",
-                "process_id", "eval_interval", "eval_games", "eval_opponent",
-                "eval_simulations", "selfplay_pgn_games")
+                "producer_queue_size", "producer_device", "profile", "cpu_devices", "coordinator_address",
+                "num_processes", "process_id", "eval_interval", "eval_games", "eval_opponent", "eval_simulations",
+                "selfplay_pgn_games")
 
 
 def resumed_config(stored: Config, current: Config, explicit: set[str]) -> Config:

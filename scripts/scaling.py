@@ -31,7 +31,7 @@ def run_case(devices: int, producers: int, episodes: int, extra: list[str], fold
     job = f"d{devices}p{producers}"
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
     command = [sys.executable, "-m", "chessbrain_jax.train", *DEFAULTS, "--episodes", str(episodes),
-               "--producer-workers", str(producers), "--producer-queue-size", "4", "--job-id", job,
+               "--producer-workers", str(producers), "--producer-queue-size", "2", "--job-id", job,
                "--log-dir", os.path.join(folder, "runs"), "--checkpoint-dir", os.path.join(folder, "ck"), *extra]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:

@@ -22,9 +22,13 @@ TINY = ["--channels", "8", "--blocks", "1", "--mcts-simulations", "2", "--gumbel
         "--plies-per-episode", "4", "--batch-size", "8", "--replay-capacity", "256", "--quiet"]
 
 
-def _environment(devices: int) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("CHESSBRAIN_", "JAX_", "SLURM_"))}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+def _environment(devices: int | None) -> dict[str, str]:
+    """A clean environment on the CPU with `devices` forced host devices (None: JAX's default, or --cpu-devices)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("CHESSBRAIN_", "JAX_", "SLURM_", "XLA_FLAGS"))}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
 
 
@@ -36,7 +40,7 @@ def _python(code: str, devices: int, timeout: int = 600) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _train(args: list[str], devices: int, timeout: int = 600) -> subprocess.CompletedProcess:
+def _train(args: list[str], devices: int | None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *args], capture_output=True, text=True,
                           env=_environment(devices), cwd=ROOT, timeout=timeout)
 
@@ -166,6 +170,19 @@ def test_four_device_training_resumes_on_one_device(tmp_path):
     odd = _train([*common, "--job-id", "odd", "--selfplay-batch", "6"], devices=4)
     assert odd.returncode == 2 and odd.stderr.count("\n") == 1
     assert "--selfplay-batch 6 must be a multiple of the 4 devices" in odd.stderr
+    split = _train([*common, "--job-id", "split", "--cpu-devices", "3"], devices=None)  # 3 CPU devices, 8 games
+    assert split.returncode == 2 and "--selfplay-batch 8 must be a multiple of the 3 devices" in split.stderr
+
+
+def test_cpu_devices_auto_picks_a_divisor_of_both_batches():
+    from chessbrain_jax.train import cpu_device_count
+    from tests.conftest import make_config
+
+    assert cpu_device_count(make_config(cpu_devices=0, selfplay_batch=64, batch_size=64), cores=2) == 2
+    assert cpu_device_count(make_config(cpu_devices=0, selfplay_batch=64, batch_size=64), cores=6) == 4
+    assert cpu_device_count(make_config(cpu_devices=0, selfplay_batch=12, batch_size=8), cores=8) == 4
+    assert cpu_device_count(make_config(cpu_devices=0, selfplay_batch=7, batch_size=8), cores=8) == 1
+    assert cpu_device_count(make_config(cpu_devices=3), cores=2) == 3
 
 
 def test_producer_consumer_finishes_drains_and_reports_staleness(tmp_path):
