@@ -41,6 +41,8 @@ def build_parser() -> OneLineParser:
                         help="also play MOVES moves with benchmarks/naive_reference.py (run from the repo root)")
     parser.add_argument("--profile", default=None, metavar="DIR", help="write a profiler trace to DIR")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
+    parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
+                        help="split the CPU into N XLA devices and run data parallel (0 = one per core)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -118,14 +120,20 @@ def run(args) -> dict[str, Any]:
         "--selfplay-batch", str(args.selfplay_batch), "--plies-per-episode", str(args.plies),
         "--batch-size", str(args.batch_size), "--search", args.search, "--precision", args.precision,
         "--replay-capacity", str(max(args.selfplay_batch * args.plies, args.batch_size)),
-        "--sample-reuse", "1", "--device", args.device, "--exploration-rate", "0"], environ={})
+        "--sample-reuse", "1", "--device", args.device, "--exploration-rate", "0",
+        "--cpu-devices", str(args.cpu_devices)], environ={})
     from chessbrain_jax.train import select_device
 
-    devices = select_device(config.device)
+    devices = select_device(config.device, config)
     import jax
 
-    from chessbrain_jax import learner, model, replay, selfplay
+    from chessbrain_jax import learner, model, sharding
     from chessbrain_jax.config import resolve_precision
+
+    try:
+        parallel = sharding.DataParallel(config, devices)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
     device = devices[0]
     dtype, _ = resolve_precision(config, device.platform)
@@ -135,31 +143,34 @@ def run(args) -> dict[str, Any]:
     result: dict[str, Any] = {
         "device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "dtype": dtype,
         "channels": config.channels, "blocks": config.blocks, "simulations": config.mcts_simulations,
-        "search": config.search, "selfplay_batch": config.selfplay_batch, "batch_size": config.batch_size}
+        "search": config.search, "selfplay_batch": config.selfplay_batch, "batch_size": config.batch_size,
+        "devices": parallel.size}
 
-    # Self-play: one compiled call plays `plies` moves of every game.
-    games = selfplay.init_selfplay(config)
-    play_episode = jax.jit(selfplay.make_play_episode(config, apply_fn))
+    # Self-play: one compiled call plays `plies` moves of every game (data parallel over the devices).
+    local_params, params = params, parallel.replicate(params)  # the single-device copy is for counting and naive
+    games = parallel.init_games()
+    play_episode = jax.jit(parallel.play_episode(apply_fn))
     started = time.perf_counter()
-    play = play_episode.lower(params, games, jax.random.PRNGKey(0)).compile()
+    play = play_episode.lower(params, games, parallel.replicate(jax.random.PRNGKey(0))).compile()
     result["selfplay_compile_s"] = time.perf_counter() - started
-    games, trajectory, _ = jax.block_until_ready(play(params, games, jax.random.PRNGKey(1)))
-    calls, seconds, _ = _timed(lambda: play(params, games, jax.random.PRNGKey(2)), args.duration)
+    keys = parallel.replicate(jax.random.split(jax.random.PRNGKey(1), 3))
+    games, trajectory, _ = jax.block_until_ready(play(params, games, keys[0]))
+    calls, seconds, _ = _timed(lambda: play(params, games, keys[1]), args.duration)
     positions = calls * config.positions_per_episode / seconds
     evaluations = positions * (config.mcts_simulations + 1)  # the root, then one leaf per simulation
     result.update(selfplay_positions_per_s=positions, simulations_per_s=positions * config.mcts_simulations,
                   network_evaluations_per_s=evaluations)
 
     # Training: micro-steps on a buffer of the positions just played.
-    buffer = replay.add(replay.init_replay(config), trajectory, games)
+    buffer = jax.jit(parallel.add())(parallel.init_buffer(), trajectory, games)
     optimizer = learner.make_optimizer(config)
-    state = learner.init_train_state(jax.tree.map(jax.numpy.copy, params), optimizer)  # steps donate it
-    step = jax.jit(learner.make_micro_step(config, apply_fn, optimizer), donate_argnums=0)
+    state = parallel.replicate(learner.init_train_state(jax.tree.map(jax.numpy.copy, params), optimizer))
+    step = jax.jit(learner.make_micro_step(config, apply_fn, optimizer, parallel), donate_argnums=0)
     started = time.perf_counter()
-    step = step.lower(state, buffer, jax.random.PRNGKey(0)).compile()
+    step = step.lower(state, buffer, keys[2]).compile()
     result["train_compile_s"] = time.perf_counter() - started
-    state, _ = jax.block_until_ready(step(state, buffer, jax.random.PRNGKey(1)))
-    keys = jax.random.split(jax.random.PRNGKey(3), 1_000_000)
+    state, _ = jax.block_until_ready(step(state, buffer, keys[2]))
+    keys = parallel.replicate(jax.random.split(jax.random.PRNGKey(3), 1_000_000))
     calls, started = 0, time.perf_counter()
     while time.perf_counter() - started < args.duration:
         for _ in range(8):  # dispatch ahead, as the training loop does
@@ -170,7 +181,7 @@ def run(args) -> dict[str, Any]:
     result["train_samples_per_s"] = samples
 
     # FLOPs and utilisation.
-    flops = network_flops(apply_fn, params, config.selfplay_batch, dtype)
+    flops = network_flops(apply_fn, local_params, config.selfplay_batch, dtype)
     result["network_flops_per_position"] = flops
     result["selfplay_network_flops_per_s"] = evaluations * flops
     result["train_flops_per_s"] = 3 * samples * flops  # forward + backward ~ 3 forward passes
@@ -182,7 +193,7 @@ def run(args) -> dict[str, Any]:
     result.update(peak_flops_per_s=peak, peak_source=source,
                   selfplay_mfu=evaluations * flops / peak if peak else None,
                   train_mfu=3 * samples * flops / peak if peak else None)
-    result.update(tree_bytes(config, apply_fn, params, games.env))
+    result.update(tree_bytes(config, apply_fn, local_params, jax.device_put(games.env, device)))
     result["peak_device_memory_bytes"] = peak_memory_bytes(device)
 
     if args.profile:
@@ -198,7 +209,7 @@ def run(args) -> dict[str, Any]:
             from benchmarks import naive_reference
         except ImportError:
             raise ConfigError("--naive needs benchmarks/naive_reference.py: run from the repository root") from None
-        naive = naive_reference.play(config, params, moves=args.naive, simulations=config.mcts_simulations, seed=0)
+        naive = naive_reference.play(config, local_params, moves=args.naive, simulations=config.mcts_simulations, seed=0)
         result["naive"] = naive
         result["speedup_over_naive"] = positions / naive["moves_per_s"]
     return result

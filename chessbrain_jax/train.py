@@ -76,14 +76,21 @@ def cpu_device_count(config: Config, cores: int) -> int:
 
 def split_cpu(config: Config) -> None:
     """Sets JAX's CPU device count from `--cpu-devices` before its backends start (XLA_FLAGS, if it forces a
-    count, wins; so does a JAX already started in this process)."""
+    count, wins; so does a JAX already started in this process).
+
+    With several CPU devices, XLA:CPU runs each collective as an in-process rendezvous and aborts the process when a
+    device arrives 40 s late, which a 2-core host running 2 devices and the Python thread was seen to do once; the
+    limit is raised to 10 minutes (a late device then costs time, not the run).
+    """
     import jax
 
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return
-    count = cpu_device_count(config, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                             else os.cpu_count() or 1)
-    if count == max(jax.config.jax_num_cpu_devices, 1):
+    flags = os.environ.get("XLA_FLAGS", "")
+    forced = "xla_force_host_platform_device_count" in flags
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = 0 if forced else cpu_device_count(config, cores)
+    if (forced or count > 1) and "xla_cpu_collective_call_terminate_timeout" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_collective_call_terminate_timeout_seconds=600".strip()
+    if forced or count == max(jax.config.jax_num_cpu_devices, 1):
         return
     try:
         jax.config.update("jax_num_cpu_devices", count)

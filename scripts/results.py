@@ -46,11 +46,32 @@ def read_metrics(log_dir: str, job: str) -> list[dict]:
         return [json.loads(line) for line in stream if line.strip()]
 
 
+def training_seconds(metrics: list[dict]) -> list[dict]:
+    """The records with `wall_time_s` made cumulative: a resumed job's clock restarts at 0 after each resume, so each
+    segment is offset by the time its predecessor reached (the gap between a stop and its resume is not counted)."""
+    offset, previous, out = 0.0, 0.0, []
+    for record in metrics:
+        if record["wall_time_s"] < previous:
+            offset += previous
+        previous = record["wall_time_s"]
+        out.append(dict(record, wall_time_s=offset + previous))
+    return out
+
+
+def with_cumulative_time(results: dict) -> dict:
+    """`results` (from `evaluate` or an older JSON) with cumulative training time in metrics and points."""
+    metrics = training_seconds(results["metrics"])
+    wall = {record["step"]: record["wall_time_s"] for record in metrics}
+    points = [dict(point, minutes=wall.get(point["step"], 0.0) / 60) for point in results["points"]]
+    return dict(results, metrics=metrics, points=points,
+                final_minutes=wall.get(results["final_step"], 0.0) / 60)
+
+
 def evaluate(args) -> dict:
     checkpoints = checkpoint.list_checkpoints(args.checkpoint_dir, args.job)
     if not checkpoints:
         raise SystemExit(f"results.py: error: no checkpoints of job {args.job!r} in {args.checkpoint_dir}")
-    metrics = read_metrics(args.log_dir, args.job)
+    metrics = training_seconds(read_metrics(args.log_dir, args.job))
     wall = {record["step"]: record["wall_time_s"] for record in metrics}
     chosen = checkpoints[args.every - 1::args.every]
     if chosen[-1] != checkpoints[-1]:
@@ -159,7 +180,8 @@ def main(argv=None) -> int:
         parser.error("--every must be >= 1")
     if args.replot:
         with open(os.path.join(args.out, f"{args.job}.json"), encoding="utf-8") as stream:
-            results = json.load(stream)
+            results = with_cumulative_time(json.load(stream))
+        write_json_atomically(os.path.join(args.out, f"{args.job}.json"), results)
     else:
         results = evaluate(args)
         os.makedirs(args.out, exist_ok=True)
