@@ -83,15 +83,19 @@ def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
 class Progress:
     """A one-line progress bar on a terminal (episodes, positions/s, ETA); plain lines when quiet or not a tty."""
 
-    def __init__(self, total: int, quiet: bool = False, stream: TextIO | None = None, done: int = 0):
-        """`done`: episodes already completed (a resumed job), so the ETA counts only this run's pace."""
-        self.total = total
+    def __init__(self, total: int, quiet: bool = False, stream: TextIO | None = None, done: int = 0,
+                 silent: bool = False):
+        """`done`: episodes already completed (a resumed job), so the ETA counts only this run's pace; `silent`
+        prints nothing (the processes other than 0 of a multi-process job)."""
+        self.total, self.silent = total, silent
         self.stream = stream or sys.stderr
         self.live = not quiet and self.stream.isatty()
         self.started = time.monotonic()
         self.already_done = done
 
     def update(self, done: int, text: str) -> None:
+        if self.silent:
+            return
         elapsed = time.monotonic() - self.started
         eta = elapsed / max(done - self.already_done, 1) * (self.total - done)
         width = 24

@@ -504,7 +504,7 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
 
     writer = (MetricsWriter(job_dir, purge_step=_step(train_state) + 1 if steps else (0 if exists else None))
               if writer_process else NoWriter())
-    progress = Progress(config.episodes, quiet=config.quiet or not writer_process, done=first_episode - 1)
+    progress = Progress(config.episodes, quiet=config.quiet, done=first_episode - 1, silent=not writer_process)
     run_started = time.monotonic()
     record: dict[str, Any] = {}
     stop = GracefulStop()
