@@ -17,12 +17,11 @@ from typing import Any, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from etils import epath
 
-from chessbrain_jax import chess_env, learner, model, replay, selfplay
+from chessbrain_jax import chess_env, learner, model, replay, selfplay, sharding
 from chessbrain_jax.config import FIELDS, Config
 
 RUN_FORMAT = 2  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`)
@@ -88,7 +87,7 @@ def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Arr
          meta: dict[str, Any]) -> None:
     """Starts an asynchronous save of step `state.step` (call `manager.wait_until_finished()` to rely on it). In a
     multi-process job every process calls it; Orbax writes each array's shards from the process that holds them."""
-    step = int(np.asarray(state.step.addressable_data(0)))
+    step = int(sharding.fetch(state.step))
     meta = dict(meta, pgx_version=chess_env.PGX_VERSION, env_id=chess_env.ENV_ID, step=step, run_format=RUN_FORMAT,
                 saved_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     manager.save(

@@ -29,9 +29,6 @@ import numpy as np
 from chessbrain_jax import replay, selfplay
 from chessbrain_jax.config import Config
 
-_PLATFORMS = {"cpu": "cpu", "gpu": "gpu", "tpu": "tpu"}
-
-
 class ProducerError(Exception):
     """A producer setting that cannot work on these devices; the message is one line."""
 
@@ -49,7 +46,7 @@ def assign_devices(config: Config, learner_devices: Sequence[Any]) -> tuple[list
         raise ProducerError(f"--selfplay-batch {config.selfplay_batch} must be a multiple of --producer-workers "
                             f"{workers} (each producer plays --selfplay-batch / {workers} games)")
     try:
-        pool = jax.devices(_PLATFORMS[platform])
+        pool = jax.devices(platform)
     except RuntimeError:
         raise ProducerError(f"--producer-device {platform}: no {platform.upper()} is available to JAX") from None
     learner = list(learner_devices)
@@ -66,6 +63,11 @@ class Chunk(NamedTuple):
     games: selfplay.SelfPlayState
     stats: dict
     params_step: int
+
+
+def _total_stats(chunks: Sequence[Chunk]) -> dict[str, int]:
+    """The `selfplay.EPISODE_STATS` counters summed over `chunks`."""
+    return {name: sum(int(chunk.stats[name]) for chunk in chunks) for name in selfplay.EPISODE_STATS}
 
 
 def split_games(games: selfplay.SelfPlayState, workers: int) -> list[selfplay.SelfPlayState]:
@@ -171,7 +173,7 @@ class ProducerPool:
         waited = time.monotonic() - waited
         for chunk in chunks:
             buffer = self._consume(buffer, chunk)
-        stats = {name: sum(int(chunk.stats[name]) for chunk in chunks) for name in selfplay.EPISODE_STATS}
+        stats = _total_stats(chunks)
         staleness = [step - chunk.params_step for chunk in chunks]
         first_slots = [chunk.trajectory for chunk in chunks if chunk.producer == 0]
         return buffer, stats, first_slots, {
@@ -216,5 +218,5 @@ class ProducerPool:
         for chunk in chunks:
             buffer = self._consume(buffer, chunk)
         self.drained += len(chunks)
-        stats = {name: sum(int(chunk.stats[name]) for chunk in chunks) for name in selfplay.EPISODE_STATS}
+        stats = _total_stats(chunks)
         return buffer, len(chunks), stats

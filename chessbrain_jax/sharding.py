@@ -83,10 +83,6 @@ class DataParallel:
     def replicate(self, tree):
         return jax.device_put(tree, self.sharding(REPLICATED))
 
-    def place(self, games, buffer):
-        """Moves (e.g. restored or single-device) games and buffer onto this mesh's layout."""
-        return jax.device_put(games, self.sharding(GAMES)), jax.device_put(buffer, self.sharding(BUFFER))
-
     # --- the hot path
     def play_episode(self, apply_fn: ApplyFn):
         """`play(params, games, key) -> (games, trajectory, stats)`, each device playing its share of the games."""

@@ -644,9 +644,9 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
 
 def _step(train_state) -> int:
     """The optimizer step as a Python int (read from this process's replica)."""
-    import numpy as np
+    from chessbrain_jax import sharding
 
-    return int(np.asarray(train_state.step.addressable_data(0)))
+    return int(sharding.fetch(train_state.step))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
