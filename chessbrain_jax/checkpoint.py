@@ -24,7 +24,8 @@ from etils import epath
 from chessbrain_jax import chess_env, learner, model, replay, selfplay, sharding
 from chessbrain_jax.config import FIELDS, Config
 
-RUN_FORMAT = 2  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`)
+RUN_FORMAT = 3  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`); 3 = and
+# the game lengths beside the results (`result_plies`)
 STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
 
 

@@ -114,6 +114,11 @@ class Config:
                                       "board (pawn 1, knight/bishop 3, rook 5, queen 9): a win for the side ahead "
                                       "by at least N pawns, else a draw. 0 = no value target for cut games.",
                                       group=PLAY, minimum=0)
+    value_discount: float = _field(1.0, "Per-ply discount of results: a position d plies before its game's end "
+                                   "gets the result x discount^(d-1) as value target, and the search discounts "
+                                   "values by the same factor per ply, so a quicker win is worth more (a moves-left "
+                                   "signal: a winning side heads for the mate instead of shuffling). 1 = "
+                                   "undiscounted results, as AlphaZero.", group=PLAY, above=0.0, maximum=1.0)
     temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
                                     "then play the most visited move.", group=PLAY, minimum=0)
 

@@ -15,12 +15,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from chessbrain_jax.config import PGX_MAX_PLIES
 from chessbrain_jax.model import NUM_ACTIONS, OBSERVATION_SHAPE
 
 BINARY_PLANES = 112
 SCALAR_PLANES = OBSERVATION_SHAPE[-1] - BINARY_PLANES  # 7
 PACKED_BYTES = 64 * BINARY_PLANES // 8  # 896
 MAX_LEGAL_MOVES = 218  # the most legal moves any chess position has
+PLY_SCALAR = 1  # plane 113, pgx's "total move count": plies since the game's start / 512
 
 
 class PackedObservation(NamedTuple):
@@ -44,6 +46,12 @@ def unpack_observation(packed: PackedObservation) -> jax.Array:
     binary = binary.reshape(*lead, 8, 8, BINARY_PLANES).astype(jnp.float32)
     scalars = jnp.broadcast_to(packed.scalars[..., None, None, :].astype(jnp.float32), (*lead, 8, 8, SCALAR_PLANES))
     return jnp.concatenate([binary, scalars], axis=-1)
+
+
+def plies(scalars: jax.Array) -> jax.Array:
+    """`PackedObservation.scalars` `f32[..., 7]` -> `i32[...]` the plies played before each position (exact:
+    k / 512 is a float32 for k <= 512)."""
+    return jnp.round(scalars[..., PLY_SCALAR] * PGX_MAX_PLIES).astype(jnp.int32)
 
 
 def compact_policy(legal_mask: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:

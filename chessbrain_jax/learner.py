@@ -119,7 +119,7 @@ def make_micro_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
     train_step = make_train_step(config, apply_fn, optimizer)
 
     def micro_step(state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array):
-        return train_step(state, replay.sample(buffer, key, config.batch_size))
+        return train_step(state, replay.sample(buffer, key, config.batch_size, config.value_discount))
 
     return micro_step
 

@@ -32,12 +32,14 @@ class ReplayBuffer(NamedTuple):
 
     positions: `selfplay.Position` `[R, B, ...]` (packed observation, legal moves, policy target, game id); column b
       is slot b's ring.
-    results: `f32[B, H]`, slot_generation: `i32[B]`: the self-play results table as of the last `add`.
+    results: `f32[B, H]`, result_plies: `i32[B, H]`, slot_generation: `i32[B]`: the self-play results table (and
+      game lengths) as of the last `add`.
     insert_at: `i32[B]` next row written in each column; size: `i32[B]` filled rows of each column (<= R).
     """
 
     positions: Position
     results: jax.Array
+    result_plies: jax.Array
     slot_generation: jax.Array
     insert_at: jax.Array
     size: jax.Array
@@ -58,7 +60,7 @@ class Batch(NamedTuple):
 
 
 def init_replay(config: Config) -> ReplayBuffer:
-    rows, batch = replay_rows(config), config.selfplay_batch
+    rows, batch, history = replay_rows(config), config.selfplay_batch, result_history_length(config)
     return ReplayBuffer(
         positions=Position(
             observation=encoding.PackedObservation(
@@ -71,7 +73,8 @@ def init_replay(config: Config) -> ReplayBuffer:
             slot=jnp.zeros((rows, batch), jnp.int32),
             generation=jnp.zeros((rows, batch), jnp.int32),
         ),
-        results=jnp.full((batch, result_history_length(config)), jnp.nan, jnp.float32),
+        results=jnp.full((batch, history), jnp.nan, jnp.float32),
+        result_plies=jnp.zeros((batch, history), jnp.int32),
         slot_generation=jnp.zeros(batch, jnp.int32),
         insert_at=jnp.zeros(batch, jnp.int32),
         size=jnp.zeros(batch, jnp.int32),
@@ -104,31 +107,43 @@ def add(buffer: ReplayBuffer, trajectory: Trajectory, selfplay: SelfPlayState,
     return ReplayBuffer(
         positions=jax.tree.map(write, buffer.positions, new),
         results=put_columns(buffer.results, selfplay.results, 0),
+        result_plies=put_columns(buffer.result_plies, selfplay.result_plies, 0),
         slot_generation=put_columns(buffer.slot_generation, selfplay.generation, 0),
         insert_at=put_columns(buffer.insert_at, (insert_at + count) % rows, 0),
         size=put_columns(buffer.size, jnp.minimum(columns(buffer.size, 0) + count, rows), 0),
     )
 
 
-def value_targets(buffer: ReplayBuffer, row: jax.Array, column: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(`f32[n]` result from the mover's view, `bool[n]` known) for the positions at (`row`, `column`) `i32[n]`."""
+def value_targets(buffer: ReplayBuffer, row: jax.Array, column: jax.Array,
+                  discount: float = 1.0) -> tuple[jax.Array, jax.Array]:
+    """(`f32[n]` value target from the mover's view, `bool[n]` known) for the positions at (`row`, `column`) `i32[n]`.
+
+    The target is the game's result times `discount^(d - 1)`, d the plies from the position to the game's end: the
+    return the search's per-ply discount (`search`) gives the same game, so the mating move's position gets the full
+    result.
+    """
     generation = buffer.positions.generation[row, column]
     history = buffer.results.shape[1]
     white_result = buffer.results[column, generation % history]
     still_recorded = buffer.slot_generation[column] - generation < history
     known = jnp.isfinite(white_result) & still_recorded
     value = jnp.where(buffer.positions.white_to_move[row, column], white_result, -white_result)
+    if discount != 1.0:
+        to_end = (buffer.result_plies[column, generation % history]
+                  - encoding.plies(buffer.positions.observation.scalars[row, column]))
+        value = value * jnp.float32(discount) ** jnp.maximum(to_end - 1, 0).astype(jnp.float32)
     return jnp.where(known, value, 0.0), known
 
 
-def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Batch:
-    """`batch_size` positions drawn uniformly (with replacement) from the filled entries. Requires a filled entry."""
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: float = 1.0) -> Batch:
+    """`batch_size` positions drawn uniformly (with replacement) from the filled entries, value targets discounted
+    per ply by `discount` (`value_targets`). Requires a filled entry."""
     column_key, row_key = jax.random.split(key)
     filled = buffer.size.astype(jnp.float32)
     column = jax.random.categorical(column_key, jnp.log(filled), shape=(batch_size,))  # P(column) ~ its entries
     row = jax.random.randint(row_key, (batch_size,), 0, jnp.maximum(buffer.size[column], 1))
     chosen = jax.tree.map(lambda x: x[row, column], buffer.positions)
     legal_mask, policy = encoding.expand_policy(chosen.legal_actions, chosen.policy)
-    value, value_mask = value_targets(buffer, row, column)
+    value, value_mask = value_targets(buffer, row, column, discount)
     observation = encoding.unpack_observation(chosen.observation)
     return Batch(observation, policy, legal_mask, value, value_mask)

@@ -1,9 +1,9 @@
 """Batched tree search with mctx over pgx chess: Gumbel MuZero or PUCT (AlphaZero) with Dirichlet root noise.
 
 Two-player conventions (as mctx's and pgx's examples use them): the reward of an edge is the one received by the
-player who just moved, the discount is -1 between plies (values flip sides) and 0 after the game ends, and a terminal
-state's value is 0 because its result is already in the reward -- so terminal states are valued by the game result,
-never by the network. Inside the tree, a position that occurred before (in the game or earlier on the path) counts as
+player who just moved, the discount is -1 between plies (values flip sides; -`value_discount` when results are
+discounted per ply) and 0 after the game ends, and a terminal state's value is 0 because its result is already in the
+reward -- so terminal states are valued by the game result, never by the network. Inside the tree, a position that occurred before (in the game or earlier on the path) counts as
 a terminal draw. The tree's actions are slots over each node's legal moves (`Node.actions`), so illegal moves
 exist nowhere in it; empty slots are invalid at the root and have the minimum prior logit below it.
 """
@@ -92,7 +92,9 @@ def to_actions(slot_values: jax.Array, actions: jax.Array, fill: float = 0.0) ->
     return jax.vmap(lambda row, i, v: row.at[i].set(v, mode="drop"))(dense, index, slot_values)
 
 
-def make_recurrent_fn(apply_fn: ApplyFn) -> mctx.RecurrentFn:
+def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.RecurrentFn:
+    """mctx's `recurrent_fn` over `Node`s; values are discounted by `discount` per ply (`--value-discount`)."""
+
     def recurrent_fn(params, rng_key, slot: jax.Array, node: Node):
         del rng_key
         action = jnp.take_along_axis(node.actions, slot[:, None], axis=1)[:, 0]
@@ -106,7 +108,7 @@ def make_recurrent_fn(apply_fn: ApplyFn) -> mctx.RecurrentFn:
         terminal = next_state.terminated | (chess_env.repetitions(next_state) > 0)
         output = mctx.RecurrentFnOutput(
             reward=chess_env.mover_reward(node.state, next_state),
-            discount=jnp.where(terminal, 0.0, -1.0),
+            discount=jnp.where(terminal, 0.0, -discount),
             prior_logits=slot_logits(logits, next_actions),
             value=jnp.where(terminal, 0.0, value),
         )
@@ -121,7 +123,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
     The tree works on action slots, not on pgx's 4672 actions: a node's children are its (at most 218) legal moves,
     so mctx's per-node statistics shrink ~21x and every simulation touches ~21x less memory.
     """
-    recurrent_fn = make_recurrent_fn(apply_fn)
+    recurrent_fn = make_recurrent_fn(apply_fn, config.value_discount)
 
     def search(params, key: jax.Array, states: chess_env.State) -> SearchOutput:
         with jax.named_scope("network"):

@@ -28,11 +28,14 @@ class SelfPlayState(NamedTuple):
     generation: `i32[B]` games started so far in each slot; the game in progress is (slot, generation).
     results: `f32[B, H]` white's result (+1, 0, -1) of game (slot, g) at `[slot, g % H]`; NaN while the game is
       running and for truncated games.
+    result_plies: `i32[B, H]` the ply count at which game (slot, g) ended (its length from the start position),
+      beside its result; what `--value-discount` measures the distance to the end from.
     """
 
     env: chess_env.State
     generation: jax.Array
     results: jax.Array
+    result_plies: jax.Array
 
 
 class Position(NamedTuple):
@@ -78,12 +81,13 @@ def result_history_length(config: Config) -> int:
 
 def init_selfplay(config: Config, start: chess_env.State | None = None) -> SelfPlayState:
     """All games at the initial position, or at the given `[B]` start states (e.g. from FEN, for tests)."""
-    batch = config.selfplay_batch
+    batch, history = config.selfplay_batch, result_history_length(config)
     env = chess_env.initial_states(batch) if start is None else start
     return SelfPlayState(
         env=env,
         generation=jnp.zeros(batch, jnp.int32),
-        results=jnp.full((batch, result_history_length(config)), jnp.nan, jnp.float32),
+        results=jnp.full((batch, history), jnp.nan, jnp.float32),
+        result_plies=jnp.zeros((batch, history), jnp.int32),
     )
 
 
@@ -102,7 +106,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     slots = jnp.arange(batch)
 
     def play_move(params, fresh: chess_env.State, first_slot, carry: SelfPlayState, key: jax.Array):
-        env, generation, results = carry
+        env, generation, results, result_plies = carry
         key_search, key_explore, key_random = jax.random.split(key, 3)
         with jax.named_scope("search"):
             output = search(params, key_search, env)
@@ -147,6 +151,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         history = results.shape[1]
         results = results.at[slots, generation % history].set(
             jnp.where(done, outcome, results[slots, generation % history]))
+        result_plies = result_plies.at[slots, generation % history].set(
+            jnp.where(done, ply, result_plies[slots, generation % history]))
         generation = generation + done.astype(jnp.int32)
         results = results.at[slots, generation % history].set(
             jnp.where(done, jnp.nan, results[slots, generation % history]))
@@ -163,7 +169,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
             adjudicated_wins=(truncated & (cut_result != 0) & jnp.isfinite(cut_result)).sum(),
             ended_game_plies=jnp.where(done, ply, 0).sum(),
         )
-        return SelfPlayState(next_env, generation, results), (record, stats)
+        return SelfPlayState(next_env, generation, results, result_plies), (record, stats)
 
     def play_episode(params, state: SelfPlayState, key: jax.Array, first_slot: int | jax.Array = 0):
         keys = jax.random.split(key, config.plies_per_episode)

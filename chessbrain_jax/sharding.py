@@ -30,8 +30,8 @@ from chessbrain_jax.search import ApplyFn
 AXIS = "data"
 GAMES = P(AXIS)  # SelfPlayState: every leaf [B, ...]
 TRAJECTORY = P(None, AXIS)  # Trajectory: every leaf [T, B, ...]
-BUFFER = replay.ReplayBuffer(positions=P(None, AXIS), results=P(AXIS), slot_generation=P(AXIS), insert_at=P(AXIS),
-                             size=P(AXIS))
+BUFFER = replay.ReplayBuffer(positions=P(None, AXIS), results=P(AXIS), result_plies=P(AXIS), slot_generation=P(AXIS),
+                             insert_at=P(AXIS), size=P(AXIS))
 REPLICATED = P()
 
 
@@ -108,7 +108,7 @@ class DataParallel:
 
         def local_step(state, buffer, key):
             key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
-            return train_step(state, replay.sample(buffer, key, batch_size))
+            return train_step(state, replay.sample(buffer, key, batch_size, config.value_discount))
 
         return self._shard(local_step, (REPLICATED, BUFFER, REPLICATED), (REPLICATED, REPLICATED))
 

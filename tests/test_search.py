@@ -119,3 +119,27 @@ def test_a_move_that_repeats_a_position_is_a_draw_inside_the_tree(tiny_network):
     assert others.sum() > 10 and np.all(discounts[others] == -1.0)
     after = chess_env.step(states, jnp.array([repeat], jnp.int32))
     assert int(chess_env.repetitions(after)[0]) == 1 and not bool(after.terminated[0])
+
+
+def test_value_discount_makes_the_quicker_win_worth_more(mate_states):
+    """A network that calls every position lost for the side to move makes every move look winning. Undiscounted,
+    the mate in one and the other moves tie at +1; with --value-discount 0.9 the other moves are worth 0.9 (the win
+    is at least a ply further away) and the mate keeps its full reward."""
+    states, mates = mate_states
+
+    def lost_for_the_mover(params, observation):
+        return jnp.zeros((observation.shape[0], 4672)), -jnp.ones(observation.shape[0])
+
+    for discount, other_value in ((1.0, 1.0), (0.9, 0.9)):
+        config = make_config(mcts_simulations=32, gumbel_considered_actions=32, value_discount=discount)
+        tree = jax.jit(make_search_fn(config, lost_for_the_mover))(None, jax.random.PRNGKey(0), states).search_tree
+        visited = np.asarray(tree.children_visits[:, 0]) > 0
+        children = np.asarray(tree.children_index[:, 0])
+        q = np.asarray(tree.children_rewards[:, 0] + tree.children_discounts[:, 0] * tree.children_values[:, 0])
+        for b, mate in enumerate(mates):
+            mate_slot = int(np.flatnonzero(np.asarray(tree.embeddings.actions[b, 0]) == mate)[0])
+            assert visited[b, mate_slot] and q[b, mate_slot] == pytest.approx(1.0)
+            once = visited[b] & (np.arange(visited.shape[1]) != mate_slot)
+            once &= np.asarray(tree.children_visits[b, np.maximum(children[b], 0)]).sum(-1) == 0  # leaves only
+            assert once.sum() > 5
+            np.testing.assert_allclose(q[b, once], other_value, rtol=1e-6)

@@ -115,6 +115,7 @@ def test_start_positions_end_with_known_results(episode):
     history = final.results.shape[1]
     for slot, (_, expected) in enumerate(STARTS[:3]):
         assert _table(np.asarray(final.results), slot, 0, history) == expected
+    np.testing.assert_array_equal(np.asarray(final.result_plies)[:, 0], [1, 1, 1, MAX_PLIES])  # game lengths
     # Slots 0-2: a result at ply 1, then a fresh game truncated after 6 plies; slot 3 truncated after 6 plies.
     assert {name: int(value) for name, value in stats.items()} == dict(
         games_finished=3, white_wins=1, black_wins=1, draws=1, truncated=4, adjudicated_wins=0,
@@ -167,3 +168,8 @@ def test_games_cut_at_the_ply_cap_are_adjudicated_on_material(tiny_network):
     assert known.all()
     # From the mover's view: slot 0 white moves first (+1 then -1), slot 1 black moves first and wins (+1 then -1).
     np.testing.assert_array_equal(value, [[1.0, 1.0, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]])
+    # Discounted per ply: the first position is 2 plies from the end (x 0.9), the last one ply (full result).
+    np.testing.assert_array_equal(np.asarray(final.result_plies)[:, 0], [2, 2, 2, 2])
+    value, known = (np.asarray(x).reshape(2, 4) for x in replay.value_targets(buffer, row, column, discount=0.9))
+    assert known.all()
+    np.testing.assert_allclose(value, [[0.9, 0.9, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]], rtol=1e-6)
