@@ -61,13 +61,14 @@ def compact_policy(legal_mask: jax.Array, weights: jax.Array) -> tuple[jax.Array
     return actions.astype(jnp.int16), compact_weights.astype(jnp.float32)
 
 
+def actions_mask(actions: jax.Array) -> jax.Array:
+    """`i16[B, 218]` actions, -1 padded -> `bool[B, 4672]` the mask with exactly those actions set."""
+    index = jnp.where(actions >= 0, actions.astype(jnp.int32), NUM_ACTIONS)  # padding -> dropped
+    return jax.vmap(lambda row: jnp.zeros(NUM_ACTIONS, jnp.bool_).at[row].set(True, mode="drop"))(index)
+
+
 def expand_policy(actions: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Inverse of `compact_policy`, batched: `i16[B, 218]`, `f32[B, 218]` -> (`bool[B, 4672]`, `f32[B, 4672]`)."""
-
-    def expand(row_actions, row_weights):
-        index = jnp.where(row_actions >= 0, row_actions.astype(jnp.int32), NUM_ACTIONS)  # padding -> dropped
-        mask = jnp.zeros(NUM_ACTIONS, jnp.bool_).at[index].set(True, mode="drop")
-        dense = jnp.zeros(NUM_ACTIONS, jnp.float32).at[index].set(row_weights, mode="drop")
-        return mask, dense
-
-    return jax.vmap(expand)(actions, weights)
+    index = jnp.where(actions >= 0, actions.astype(jnp.int32), NUM_ACTIONS)
+    dense = jax.vmap(lambda row, w: jnp.zeros(NUM_ACTIONS, jnp.float32).at[row].set(w, mode="drop"))(index, weights)
+    return actions_mask(actions), dense

@@ -18,7 +18,7 @@ import mctx
 
 from chessbrain_jax import chess_env
 from chessbrain_jax.config import Config
-from chessbrain_jax.encoding import MAX_LEGAL_MOVES, NUM_ACTIONS
+from chessbrain_jax.encoding import MAX_LEGAL_MOVES, NUM_ACTIONS, actions_mask
 
 ApplyFn = Callable[[object, jax.Array], tuple[jax.Array, jax.Array]]  # (params, f32[B,8,8,119]) -> logits, value
 
@@ -44,11 +44,21 @@ def with_root_noise(key: jax.Array, logits: jax.Array, legal_mask: jax.Array, al
 
 
 class Node(NamedTuple):
-    """What the tree stores per node (its embedding): the pgx state without its observation, and `i32[..., S]` the
-    pgx action of each of the node's `S = MAX_LEGAL_MOVES` action slots (its legal moves in action order, -1 after)."""
+    """What the tree stores per node (its embedding, 1.8 KB): the `chess_env.compact` pgx state, and `i16[..., S]` the
+    pgx action of each of the node's `S = MAX_LEGAL_MOVES` action slots (its legal moves in action order, -1 after),
+    which also rebuild the state's legal-move mask."""
 
     state: chess_env.State
     actions: jax.Array
+
+    @classmethod
+    def of(cls, states: chess_env.State, actions: jax.Array) -> "Node":
+        """`[B]` full pgx states and their `i32[B, S]` legal-move slots."""
+        return cls(chess_env.compact(states), actions.astype(jnp.int16))
+
+    def full_state(self) -> chess_env.State:
+        """The `[B]` pgx states (without observation) that `step` takes."""
+        return chess_env.expand(self.state, actions_mask(self.actions))
 
 
 class SearchOutput(NamedTuple):
@@ -97,9 +107,10 @@ def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.Recurren
 
     def recurrent_fn(params, rng_key, slot: jax.Array, node: Node):
         del rng_key
-        action = jnp.take_along_axis(node.actions, slot[:, None], axis=1)[:, 0]
+        action = jnp.take_along_axis(node.actions, slot[:, None], axis=1)[:, 0].astype(jnp.int32)
         with jax.named_scope("env_step"):
-            next_state = chess_env.step(node.state, action)
+            state = node.full_state()
+            next_state = chess_env.step(state, action)
             next_actions = legal_slots(next_state.legal_action_mask)
         with jax.named_scope("network"):
             logits, value = apply_fn(params, next_state.observation)
@@ -107,12 +118,12 @@ def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.Recurren
         # side that is winning but cannot see a mate shuffles back and forth until the threefold repetition.
         terminal = next_state.terminated | (chess_env.repetitions(next_state) > 0)
         output = mctx.RecurrentFnOutput(
-            reward=chess_env.mover_reward(node.state, next_state),
+            reward=chess_env.mover_reward(state, next_state),
             discount=jnp.where(terminal, 0.0, -discount),
             prior_logits=slot_logits(logits, next_actions),
             value=jnp.where(terminal, 0.0, value),
         )
-        return output, Node(chess_env.without_observation(next_state), next_actions)
+        return output, Node.of(next_state, next_actions)
 
     return recurrent_fn
 
@@ -132,7 +143,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
         root = mctx.RootFnOutput(
             prior_logits=slot_logits(logits, actions),
             value=value,
-            embedding=Node(chess_env.without_observation(states), actions),
+            embedding=Node.of(states, actions),
         )
         legal = actions >= 0
         if config.search == "gumbel":
@@ -172,7 +183,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
 def principal_variation(tree: mctx.Tree, first_action: jax.Array, length: int) -> jax.Array:
     """`i32[length]` pgx actions: `first_action` at the root, then the most visited child at each node below it,
     -1 once the line leaves the tree. For one unbatched tree (`jax.tree.map(lambda x: x[b], search_tree)`)."""
-    slots = tree.embeddings.actions  # [N, S]
+    slots = tree.embeddings.actions.astype(jnp.int32)  # [N, S]
 
     def step(carry, _):
         node, slot = carry

@@ -30,9 +30,10 @@ def test_bench_reports_consistent_figures(capsys):
     assert result["network_flops_per_position"] >= model.matmul_flops_per_position(8, 1)
     assert result["selfplay_mfu"] == pytest.approx(
         result["network_evaluations_per_s"] * result["network_flops_per_position"] / result["peak_flops_per_s"])
-    state = chess_env.without_observation(chess_env.initial_states(1))
+    state = chess_env.compact(chess_env.initial_states(1))
     state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
-    assert result["embedding_bytes_per_node"] == pytest.approx(state_bytes + 218 * 4)  # state + legal-move slots
+    assert result["embedding_bytes_per_node"] == pytest.approx(state_bytes + 218 * 2)  # state + legal-move slots
+    assert result["embedding_bytes_per_node"] < 2048
     # mctx keeps, per node, children index/prior/visits/values/rewards/discounts over the 218 slots (4 bytes each)
     assert 6 * 218 * 4 <= result["statistics_bytes_per_node"] < 6 * 218 * 4 + 8 * 218
     assert result["peak_source"].startswith("measured float32")
