@@ -137,13 +137,14 @@ class TrainChunk:
     loop='scan': one jitted `lax.scan` over micro-steps. loop='host': the host dispatches one jitted micro-step per
     micro-batch without waiting for any (no device-to-host transfer until the metrics are read). XLA:CPU runs weight
     gradients of convolutions inside a while loop about 13x slower than outside one (docs/performance.md), so the host
-    loop is the CPU default. Both give the same result; `state` is donated.
+    loop is the CPU default. Both give the same result; `state` is donated. `wait`: the host loop waits for each
+    micro-step before dispatching the next (`sharding.DataParallel.one_program_at_a_time`).
     """
 
     def __init__(self, config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, loop: str = "scan",
-                 mesh=None):
+                 mesh=None, wait: bool = False):
         micro_step = self._micro_step = make_micro_step(config, apply_fn, optimizer, mesh)
-        self.loop = loop
+        self.loop, self.wait = loop, wait
         self.num_micro_steps = config.micro_steps_per_episode
         if loop == "scan":
             def scan_chunk(state, buffer, key):
@@ -174,5 +175,7 @@ class TrainChunk:
         metrics = []
         for index in range(self.num_micro_steps):
             state, step_metrics = self._compiled(state, buffer, keys[index])
+            if self.wait:
+                jax.block_until_ready(step_metrics)
             metrics.append(step_metrics)
         return state, self._mean(metrics)

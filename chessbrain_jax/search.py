@@ -3,9 +3,10 @@
 Two-player conventions (as mctx's and pgx's examples use them): the reward of an edge is the one received by the
 player who just moved, the discount is -1 between plies (values flip sides; -`value_discount` when results are
 discounted per ply) and 0 after the game ends, and a terminal state's value is 0 because its result is already in the
-reward -- so terminal states are valued by the game result, never by the network. Inside the tree, a position that occurred before (in the game or earlier on the path) counts as
-a terminal draw. The tree's actions are slots over each node's legal moves (`Node.actions`), so illegal moves
-exist nowhere in it; empty slots are invalid at the root and have the minimum prior logit below it.
+reward -- so terminal states are valued by the game result, never by the network. Inside the tree, a position that
+occurred before (in the game or earlier on the path) counts as a terminal draw. The tree's actions are slots over
+each node's legal moves (`Node.actions`), so illegal moves exist nowhere in it; empty slots are invalid at the root
+and have the minimum prior logit below it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def with_root_noise(key: jax.Array, logits: jax.Array, legal_mask: jax.Array, al
 
 
 class Node(NamedTuple):
-    """What the tree stores per node (its embedding, 1.8 KB): the `chess_env.compact` pgx state, and `i16[..., S]` the
+    """What the tree stores per node (its embedding, 1.9 KB): the `chess_env.compact` pgx state, and `i16[..., S]` the
     pgx action of each of the node's `S = MAX_LEGAL_MOVES` action slots (its legal moves in action order, -1 after),
     which also rebuild the state's legal-move mask."""
 

@@ -70,6 +70,14 @@ class DataParallel:
         """A spec (or pytree prefix of specs) as `NamedSharding`s on this mesh."""
         return jax.tree.map(lambda s: NamedSharding(self.mesh, s), spec, is_leaf=lambda x: isinstance(x, P))
 
+    @property
+    def one_program_at_a_time(self) -> bool:
+        """True on several CPU devices: XLA:CPU runs each device's share of a program on a shared thread pool, and
+        with several multi-device programs in flight their collectives can wait on each other forever (seen twice in
+        ~300 two-device episodes on 2 cores, every thread asleep). The loop then waits for each program to finish
+        before dispatching the next."""
+        return self.size > 1 and self.mesh.devices.flat[0].platform == "cpu"
+
     def _shard(self, function, in_specs, out_specs):
         return jax.shard_map(function, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 

@@ -79,8 +79,10 @@ def split_cpu(config: Config) -> None:
     count, wins; so does a JAX already started in this process).
 
     With several CPU devices, XLA:CPU runs each collective as an in-process rendezvous and aborts the process when a
-    device arrives 40 s late, which a 2-core host running 2 devices and the Python thread was seen to do once; the
-    limit is raised to 10 minutes (a late device then costs time, not the run).
+    device arrives 40 s late. Two such stalls on a 2-core host were deadlocks (every thread asleep), not slow devices:
+    the loop now runs one multi-device program at a time (`DataParallel.one_program_at_a_time`), and the limit is
+    set to 2 minutes, enough for a device slowed by a busy host, short enough that a stuck job ends soon (the last
+    checkpoint is intact; `--resume` continues).
     """
     import jax
 
@@ -89,7 +91,7 @@ def split_cpu(config: Config) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     count = 0 if forced else cpu_device_count(config, cores)
     if (forced or count > 1) and "xla_cpu_collective_call_terminate_timeout" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_collective_call_terminate_timeout_seconds=600".strip()
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_collective_call_terminate_timeout_seconds=120".strip()
     if forced or count == max(jax.config.jax_num_cpu_devices, 1):
         return
     try:
@@ -350,14 +352,21 @@ class SynchronousSelfPlay:
 
     mode = "synchronous"
 
-    def __init__(self, play, add, games):
-        self._play, self._add, self.games = play, add, games
+    def __init__(self, play, add, games, wait: bool = False):
+        self._play, self._add, self.games, self._wait = play, add, games, wait
 
     def episode(self, params, buffer, key, step: int):
         """Returns (buffer, stats, trajectories whose first columns are slots 0.., metrics); stats are replicated
-        device counters; nothing waits for the device."""
+        device counters; nothing waits for the device unless `wait` (then each program finishes before the next)."""
+        import jax
+
         self.games, trajectory, stats = self._play(params, self.games, key)
-        return self._add(buffer, trajectory, self.games), stats, [trajectory], {}
+        if self._wait:
+            jax.block_until_ready(stats)
+        buffer = self._add(buffer, trajectory, self.games)
+        if self._wait:
+            jax.block_until_ready(buffer)
+        return buffer, stats, [trajectory], {}
 
     def publish(self, params, step: int) -> None:
         pass
@@ -474,7 +483,8 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
                             "producers": [str(device) for device in producer_devices],
                             "devices": parallel.size, "processes": processes,
                             "games_per_device": parallel.local.selfplay_batch,
-                            "samples_per_device": parallel.local.batch_size, "summary": parallel.describe()},
+                            "samples_per_device": parallel.local.batch_size, "summary": parallel.describe(),
+                            "one_program_at_a_time": parallel.one_program_at_a_time},
             "precision": {"compute_dtype": dtype, "reason": why, "params_dtype": "float32"},
             "command": sys.argv,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -493,10 +503,11 @@ def run(config: Config, resume: bool = False, overwrite: bool = False, explicit:
         play = jax.jit(play_episode, donate_argnums=1).lower(train_state.params, games, key).compile()
         _, trajectory_shape, _ = jax.eval_shape(play_episode, train_state.params, games, key)
         add = jax.jit(parallel.add(), donate_argnums=0).lower(buffer, trajectory_shape, games).compile()
-        source = SynchronousSelfPlay(play, add, games)
+        source = SynchronousSelfPlay(play, add, games, wait=parallel.one_program_at_a_time)
     selfplay_compile_s = time.monotonic() - compile_started
     compile_started = time.monotonic()
-    train = learner.TrainChunk(config, apply_fn, optimizer, learner.resolve_train_loop(config, backend), parallel)
+    train = learner.TrainChunk(config, apply_fn, optimizer, learner.resolve_train_loop(config, backend), parallel,
+                               wait=parallel.one_program_at_a_time)
     train.compile(train_state, buffer, key)
     train_compile_s = time.monotonic() - compile_started
     say(f"compiled self-play in {selfplay_compile_s:.1f}s, replay+training in {train_compile_s:.1f}s "

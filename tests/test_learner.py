@@ -113,12 +113,14 @@ def test_scan_and_host_training_loops_agree():
     buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config))
     params = model.init_params(network, jax.random.PRNGKey(0))
     results = {}
-    for loop in ("scan", "host"):
-        chunk = learner.TrainChunk(config, apply_fn, optimizer, loop)
+    for loop, wait in (("scan", False), ("host", False), ("host", True)):
+        chunk = learner.TrainChunk(config, apply_fn, optimizer, loop, wait=wait)
         state = learner.init_train_state(jax.tree.map(jnp.copy, params), optimizer)
         chunk.compile(state, buffer, jax.random.PRNGKey(5))
-        results[loop] = chunk(state, buffer, jax.random.PRNGKey(5))
-    assert config.micro_steps_per_episode == 4 and int(results["host"][0].step) == 2
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results["scan"], results["host"])
+        results[loop, wait] = chunk(state, buffer, jax.random.PRNGKey(5))
+    assert config.micro_steps_per_episode == 4 and int(results["host", False][0].step) == 2
+    for other in (("host", False), ("host", True)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), results["scan", False],
+                     results[other])
     assert learner.resolve_train_loop(config, "cpu") == "host"
     assert learner.resolve_train_loop(config, "gpu") == "scan"

@@ -158,6 +158,7 @@ def test_four_device_training_resumes_on_one_device(tmp_path):
     assert "data parallel over 4 cpu device(s): 2 games and 2 samples per micro-batch on each" in first.stderr
     run = json.loads((tmp_path / "runs" / "dp" / "run.json").read_text())
     assert run["parallelism"]["mode"] == "synchronous" and run["parallelism"]["devices"] == 4
+    assert run["parallelism"]["one_program_at_a_time"]  # CPU devices: no two multi-device programs in flight
     assert len(run["devices"]) == 4
     records = [json.loads(line) for line in (tmp_path / "runs" / "dp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["episode"] for r in records] == [1, 2] and records[-1]["step"] == 2 * 4
