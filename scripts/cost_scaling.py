@@ -35,7 +35,7 @@ def bench(point: dict, cpu_devices: int, duration: float) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| sweep | games | simulations | network | MFLOP/position | positions/s | ms/position | simulations/s "
-             "| self-play MFU | tree KB/node |", "| --- | " * 9 + "--- |"]
+             "| self-play MFU | tree KB/node |", "|" + " --- |" * 10]
     for row in rows:
         r = row["result"]
         lines.append(
@@ -52,11 +52,13 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    panels = (("selfplay_batch", "parallel games", lambda r: r["selfplay_batch"]),
-              ("simulations", "simulations per move", lambda r: r["simulations"]),
-              ("network", "network MFLOP per position", lambda r: r["network_flops_per_position"] / 1e6))
-    for axis, (sweep, label, x_of) in zip(axes, panels):
+    panels = [panel for panel in (("selfplay_batch", "parallel games", lambda r: r["selfplay_batch"]),
+                                  ("simulations", "simulations per move", lambda r: r["simulations"]),
+                                  ("network", "network MFLOP per position",
+                                   lambda r: r["network_flops_per_position"] / 1e6))
+              if any(row["sweep"] == panel[0] for row in rows)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.8), squeeze=False)
+    for axis, (sweep, label, x_of) in zip(axes[0], panels):
         results = [row["result"] for row in rows if row["sweep"] == sweep]
         xs = [x_of(r) for r in results]
         axis.plot(xs, [r["selfplay_positions_per_s"] for r in results], "o-", label="positions/s")
