@@ -48,6 +48,7 @@ def table(rows: list[dict]) -> str:
 
 def plot(rows: list[dict], path: str, title: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -64,6 +65,9 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         axis.plot(xs, [r["selfplay_positions_per_s"] for r in results], "o-", label="positions/s")
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")
+        values = [r["selfplay_positions_per_s"] for r in results]
+        axis.set_ylim(min(values) / 2, max(values) * 2)  # at least a 4x range: a flat line must look flat
+        axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axis.set_xlabel(label)
         axis.set_ylabel("self-play positions/s")
         mfu = axis.twinx()
