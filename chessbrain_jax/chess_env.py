@@ -85,7 +85,7 @@ anything pgx compares them with."""
 
 
 def compact(state: State) -> State:
-    """`[...]` states as a search tree stores them per node: 1.4 KB instead of pgx's 46 KB.
+    """`[...]` states as a search tree stores them per node: 1.5 KB instead of pgx's 46 KB.
 
     The observation and both legal-move masks are dropped (empty arrays; the node's legal-move slots rebuild the
     mask, `expand`), the boards become int8 and the hash history keeps its newest `HASH_WINDOW` entries. Only
