@@ -6,7 +6,8 @@ device's peak (on CPU: a float32 matmul measured in the same run; on GPUs: the d
 search-tree node (from the shapes of mctx's tree) and peak device memory where the backend reports it. With
 `--naive N` it also plays N moves with the old pipeline's design (`benchmarks/naive_reference.py`: python-chess
 boards, a Python PUCT loop, one batch-1 network call per leaf) at the same network and simulations, and reports the
-speedup measured side by side. `--profile DIR` writes a JAX profiler trace of one self-play episode and one
+speedup measured side by side. `--breakdown` times self-play with a network that costs nothing (the environment and
+search bookkeeping alone), and the network and the environment step each alone, per searched position. `--profile DIR` writes a JAX profiler trace of one self-play episode and one
 training chunk for TensorBoard's profile tab.
 """
 
@@ -39,6 +40,8 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per stage (after compile)")
     parser.add_argument("--naive", type=int, default=0, metavar="MOVES",
                         help="also play MOVES moves with benchmarks/naive_reference.py (run from the repo root)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the network, the env step and a search with a network that costs nothing")
     parser.add_argument("--profile", default=None, metavar="DIR", help="write a profiler trace to DIR")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu", "tpu"), default="auto")
     parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
@@ -99,6 +102,62 @@ def tree_bytes(config, apply_fn, params, states) -> dict[str, float]:
     embedding = size(tree.embeddings) / nodes  # the pgx state and the node's legal-move slots
     return {"tree_bytes_per_node": size(tree) / nodes, "embedding_bytes_per_node": embedding,
             "statistics_bytes_per_node": size(tree) / nodes - embedding, "tree_bytes_per_search": size(tree)}
+
+
+def breakdown(config, parallel, apply_fn, params, games, positions_per_s: float, seconds: float) -> dict[str, float]:
+    """Milliseconds per searched position, by part (wall time of the whole mesh, so shares add up on any device count).
+
+    `free_network`: the same self-play with a network that costs nothing (uniform prior, value 0; it still reads the
+    observation): environment plus search bookkeeping, so `network_share_of_selfplay` = 1 - free / whole.
+    `network`: one forward pass over the games' observations, timed alone, times the root and simulations.
+    `env_step`: the recurrent function's environment part (`Node` expand, `chess_env.step` with its observation,
+    legal-move slots, `Node` compact), timed alone the same way. Parts timed alone do not add up exactly: inside the
+    search XLA fuses the step with what consumes it, so `env_step` alone can exceed the whole free-network self-play.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from chessbrain_jax import chess_env, sharding
+    from chessbrain_jax.model import NUM_ACTIONS
+    from chessbrain_jax.search import Node, legal_slots
+
+    nodes_per_position = (config.mcts_simulations + 1) / config.selfplay_batch  # calls over the whole batch
+
+    def free(params, observation):  # reads every observation entry, so XLA cannot drop the observation's cost
+        del params
+        return (jnp.zeros((observation.shape[0], NUM_ACTIONS), jnp.float32),
+                0.0 * observation.astype(jnp.float32).sum(axis=(1, 2, 3)))
+
+    play_free = jax.jit(parallel.play_episode(free))
+    key = parallel.replicate(jax.random.PRNGKey(6))
+    jax.block_until_ready(play_free(params, games, key))
+    calls, elapsed, _ = _timed(lambda: play_free(params, games, key), seconds)
+    free_ms = 1e3 * elapsed / (calls * config.positions_per_episode)
+
+    def env_node_step(node, key):  # the recurrent function's env part
+        choice = jax.random.categorical(key, jnp.where(node.actions >= 0, 0.0, -jnp.inf))
+        action = jnp.take_along_axis(node.actions, choice[:, None], axis=1)[:, 0].astype(jnp.int32)
+        next_state = chess_env.step(node.full_state(), action)
+        return Node.of(next_state, legal_slots(next_state.legal_action_mask)), next_state.observation
+
+    # Each device times its own share, as self-play runs it (shard_map: no cross-device partitioning of pgx's step).
+    states = games.env
+    nodes = jax.jit(parallel.shard(lambda s: Node.of(s, legal_slots(s.legal_action_mask)), sharding.GAMES,
+                                   sharding.GAMES))(states)
+    env_step = jax.jit(parallel.shard(env_node_step, (sharding.GAMES, sharding.REPLICATED),
+                                      (sharding.GAMES, sharding.GAMES)))
+    key = parallel.replicate(jax.random.PRNGKey(7))
+    jax.block_until_ready(env_step(nodes, key))
+    calls, elapsed, _ = _timed(lambda: env_step(nodes, key), seconds)
+    env_ms = 1e3 * elapsed / calls * nodes_per_position
+    forward = jax.jit(parallel.shard(apply_fn, (sharding.REPLICATED, sharding.GAMES), sharding.GAMES))
+    jax.block_until_ready(forward(params, states.observation))
+    calls, elapsed, _ = _timed(lambda: forward(params, states.observation), seconds)
+    network_ms = 1e3 * elapsed / calls * nodes_per_position
+    total_ms = 1e3 / positions_per_s
+    return {"selfplay_ms_per_position": total_ms, "free_network_ms_per_position": free_ms,
+            "network_ms_per_position": network_ms, "env_step_ms_per_position": env_ms,
+            "network_share_of_selfplay": (total_ms - free_ms) / total_ms}
 
 
 def peak_memory_bytes(device) -> int | None:
@@ -196,6 +255,9 @@ def run(args) -> dict[str, Any]:
     result.update(tree_bytes(config, apply_fn, local_params, jax.device_put(games.env, device)))
     result["peak_device_memory_bytes"] = peak_memory_bytes(device)
 
+    if args.breakdown:
+        result["breakdown"] = breakdown(config, parallel, apply_fn, params, games, positions, args.duration)
+
     if args.profile:
         with jax.profiler.trace(args.profile):
             with jax.named_scope("bench_selfplay"):
@@ -237,6 +299,12 @@ def summary(result: dict[str, Any]) -> str:
                  f"MB per search; peak device memory "
                  + (f"{result['peak_device_memory_bytes'] / 2**20:.0f} MiB" if result["peak_device_memory_bytes"]
                     else "not reported by this backend"))
+    if "breakdown" in result:
+        part = result["breakdown"]
+        lines.append(f"ms per position: self-play {part['selfplay_ms_per_position']:.2f}, with a network that costs "
+                     f"nothing {part['free_network_ms_per_position']:.2f} (network "
+                     f"{100 * part['network_share_of_selfplay']:.0f}% of self-play); timed alone: network "
+                     f"{part['network_ms_per_position']:.2f}, env step {part['env_step_ms_per_position']:.2f}")
     if "naive" in result:
         lines.append(f"naive reference: {result['naive']['moves_per_s']:.2f} moves/s -> batched design is "
                      f"{result['speedup_over_naive']:.1f}x faster")

@@ -78,7 +78,8 @@ class DataParallel:
         before dispatching the next."""
         return self.size > 1 and self.mesh.devices.flat[0].platform == "cpu"
 
-    def _shard(self, function, in_specs, out_specs):
+    def shard(self, function, in_specs, out_specs):
+        """`function` run on each device over its share (specs as `jax.shard_map` takes them; no replication check)."""
         return jax.shard_map(function, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
 
     # --- state on the mesh (created in place: no full copy on one device first)
@@ -102,12 +103,12 @@ class DataParallel:
             games, trajectory, stats = play(params, games, jax.random.fold_in(key, index), index * width)
             return games, trajectory, jax.lax.psum(stats, AXIS)
 
-        return self._shard(local_episode, (REPLICATED, GAMES, REPLICATED), (GAMES, TRAJECTORY, REPLICATED))
+        return self.shard(local_episode, (REPLICATED, GAMES, REPLICATED), (GAMES, TRAJECTORY, REPLICATED))
 
     def add(self):
         """`add(buffer, trajectory, games) -> buffer`, each device writing its own columns."""
-        return self._shard(lambda buffer, trajectory, games: replay.add(buffer, trajectory, games),
-                           (BUFFER, TRAJECTORY, GAMES), BUFFER)
+        return self.shard(lambda buffer, trajectory, games: replay.add(buffer, trajectory, games),
+                          (BUFFER, TRAJECTORY, GAMES), BUFFER)
 
     def micro_step(self, config: Config, apply_fn: ApplyFn, optimizer):
         """`micro_step(state, buffer, key) -> (state, metrics)` (see `learner.make_micro_step`)."""
@@ -118,7 +119,7 @@ class DataParallel:
             key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
             return train_step(state, replay.sample(buffer, key, batch_size, config.value_discount))
 
-        return self._shard(local_step, (REPLICATED, BUFFER, REPLICATED), (REPLICATED, REPLICATED))
+        return self.shard(local_step, (REPLICATED, BUFFER, REPLICATED), (REPLICATED, REPLICATED))
 
 
 def fetch(tree):

@@ -21,7 +21,7 @@ def test_hand_counted_flops_agree_with_xla_cost_analysis(channels, blocks):
 
 def test_bench_reports_consistent_figures(capsys):
     assert bench.main(["--channels", "8", "--blocks", "1", "--simulations", "4", "--selfplay-batch", "4",
-                       "--plies", "2", "--batch-size", "8", "--duration", "0.3", "--json"]) == 0
+                       "--plies", "2", "--batch-size", "8", "--duration", "0.3", "--breakdown", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     positions = result["selfplay_positions_per_s"]
     assert positions > 0 and result["train_samples_per_s"] > 0
@@ -37,6 +37,12 @@ def test_bench_reports_consistent_figures(capsys):
     # mctx keeps, per node, children index/prior/visits/values/rewards/discounts over the 218 slots (4 bytes each)
     assert 6 * 218 * 4 <= result["statistics_bytes_per_node"] < 6 * 218 * 4 + 8 * 218
     assert result["peak_source"].startswith("measured float32")
+    part = result["breakdown"]
+    assert part["selfplay_ms_per_position"] == pytest.approx(1e3 / positions)
+    assert part["free_network_ms_per_position"] > 0 and part["env_step_ms_per_position"] > 0
+    assert part["network_ms_per_position"] > 0
+    assert part["network_share_of_selfplay"] == pytest.approx(
+        1 - part["free_network_ms_per_position"] / part["selfplay_ms_per_position"])
 
 
 def test_bench_bad_flag_is_one_line(capsys):

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/performance.md in one call of a lent GPU machine (inside its 10-minute limit per call).
+#
+# Here, once: bash scripts/gpu_figures.sh --wheels
+#   downloads, as wheels into .whl/ (ignored by git), the packages the GPU image lacks: mctx, pgx, svgwrite,
+#   tensorboardX, chess. The image has jax (CUDA), flax, optax, orbax-checkpoint, chex.
+# There (the device tool's `run`), two calls of about 5 minutes, so that a session's 15 minutes of device time hold
+# both and the machine's start:
+#   command "bash scripts/gpu_figures.sh 1", carry [".whl"], timeout_s 330
+#   command "bash scripts/gpu_figures.sh 2", carry [".whl"], timeout_s 330   (the next call, while the machine is warm)
+#
+# Steps, most important first, each under its own time limit; each writes its result to $OUT as soon as it ends, so
+# a step that fails or runs out of time loses only itself:
+#   part 1: env.txt                 GPU, driver and package versions
+#           bench-bf16-4096.json    bench at 128 ch x 6 blocks, 32 simulations, 4096 games, bf16, with --breakdown,
+#                                   and its profiler trace (profile.tgz)
+#           train-metrics.jsonl     the first episodes of configs/gpu-1h.yaml (end-to-end positions/s, compile)
+#   part 2: bench-bf16-1024.json    the same bench at 1024 games (the gpu-1h preset's batch), with 20 moves of the
+#                                   naive reference on the GPU (batch-1 network calls) for the speedup there
+#           bench-bf16-16384.json   and at 16384 games
+#           bench-f32-4096.json     float32 at 4096 games: what bf16 buys
+#   both:   log.txt                 everything the steps printed
+# GPU_FIGURES_QUICK=1 runs the same steps at tiny sizes on whatever JAX finds (a check of this script, not figures).
+set -u
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+OUT=${OUT:-/tmp/gpu_figures}
+mkdir -p "$OUT"
+
+if [ "${1:-}" = "--wheels" ]; then
+    mkdir -p .whl
+    for package in mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 tensorboardX==2.6.5; do
+        "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+            -d .whl "$package" || exit 1
+    done
+    "$PYTHON" -m pip wheel -q --no-deps -w .whl chess==1.11.2 || exit 1  # pure Python, published as source only
+    ls .whl
+    exit 0
+fi
+
+if [ -d .whl ]; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PWD
+else
+    export PYTHONPATH=$PWD
+fi
+export PYTHONUNBUFFERED=1 JAX_COMPILATION_CACHE_DIR=/tmp/jax-cache
+LOG="$OUT/log.txt"
+
+if [ "${GPU_FIGURES_QUICK:-0}" = 1 ]; then
+    NET=(--channels 8 --blocks 1 --simulations 4 --batch-size 8 --duration 0.3)
+    BIG=16 SMALL=8 HUGE=32 DEVICE=auto TRAIN=(--config configs/smoke.yaml --episodes 2 --eval-interval 0)
+else
+    NET=(--channels 128 --blocks 6 --simulations 32 --batch-size 1024 --duration 5)
+    BIG=4096 SMALL=1024 HUGE=16384 DEVICE=gpu TRAIN=(--config configs/gpu-1h.yaml --episodes 3 --eval-interval 0)
+fi
+
+step() {  # step SECONDS NAME COMMAND...: runs COMMAND under a time limit, its stdout to $OUT/NAME, stderr to the log
+    local seconds=$1 name=$2
+    shift 2
+    echo "=== $name ($(date +%T), limit ${seconds}s): $*" >>"$LOG"
+    timeout "$seconds" "$@" >"$OUT/$name" 2>>"$LOG"
+    echo "=== $name: exit $?, $SECONDS s since start" >>"$LOG"
+}
+
+case "${1:-1}" in
+1)
+    {
+        nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || true
+        "$PYTHON" -c "import jax, flax, optax, mctx, pgx, orbax.checkpoint as o; print('jax', jax.__version__, \
+jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'mctx', mctx.__version__, 'pgx', \
+pgx.__version__, 'orbax', o.__version__)"
+    } >"$OUT/env.txt" 2>&1
+    step 170 "bench-bf16-$BIG.json" "$PYTHON" -m chessbrain_jax.bench "${NET[@]}" --selfplay-batch "$BIG" \
+        --precision bfloat16 --device "$DEVICE" --breakdown --profile /tmp/gpu-profile --json
+    tar czf "$OUT/profile.tgz" -C /tmp gpu-profile 2>>"$LOG"
+    if [ "$(stat -c %s "$OUT/profile.tgz")" -gt 15000000 ]; then  # files over 16 MiB do not come back
+        echo "profile.tgz over 15 MB: keeping the .xplane.pb alone" >>"$LOG"
+        (cd /tmp && tar czf "$OUT/profile.tgz" $(find gpu-profile -name '*.xplane.pb')) 2>>"$LOG"
+    fi
+    rm -rf /tmp/gpu-runs /tmp/gpu-checkpoints
+    step 130 train.txt "$PYTHON" -m chessbrain_jax.train "${TRAIN[@]}" --job-id gpu --log-dir /tmp/gpu-runs \
+        --checkpoint-dir /tmp/gpu-checkpoints --device "$DEVICE"
+    cp /tmp/gpu-runs/gpu/metrics.jsonl "$OUT/train-metrics.jsonl" 2>>"$LOG"
+    cat "$OUT/train.txt" >>"$LOG" && rm -f "$OUT/train.txt"
+    ;;
+2)
+    step 110 "bench-bf16-$SMALL.json" "$PYTHON" -m chessbrain_jax.bench "${NET[@]}" --selfplay-batch "$SMALL" \
+        --precision bfloat16 --device "$DEVICE" --naive 20 --json
+    step 110 "bench-bf16-$HUGE.json" "$PYTHON" -m chessbrain_jax.bench "${NET[@]}" --selfplay-batch "$HUGE" \
+        --precision bfloat16 --device "$DEVICE" --json
+    step 90 "bench-f32-$BIG.json" "$PYTHON" -m chessbrain_jax.bench "${NET[@]}" --selfplay-batch "$BIG" \
+        --precision float32 --device "$DEVICE" --json
+    ;;
+*)
+    echo "usage: bash scripts/gpu_figures.sh [--wheels | 1 | 2]" >&2
+    exit 2
+    ;;
+esac
+echo "=== done in $SECONDS s" >>"$LOG"
+ls -la "$OUT" >>"$LOG"
