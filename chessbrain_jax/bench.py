@@ -7,8 +7,8 @@ search-tree node (from the shapes of mctx's tree) and peak device memory where t
 `--naive N` it also plays N moves with the old pipeline's design (`benchmarks/naive_reference.py`: python-chess
 boards, a Python PUCT loop, one batch-1 network call per leaf) at the same network and simulations, and reports the
 speedup measured side by side. `--breakdown` times self-play with a network that costs nothing (the environment and
-search bookkeeping alone), and the network and the environment step each alone, per searched position. `--profile DIR` writes a JAX profiler trace of one self-play episode and one
-training chunk for TensorBoard's profile tab.
+search bookkeeping alone), and the network and the environment step each alone, per searched position. `--profile
+DIR` writes a JAX profiler trace of one self-play episode and one training chunk for TensorBoard's profile tab.
 """
 
 from __future__ import annotations
@@ -104,15 +104,17 @@ def tree_bytes(config, apply_fn, params, states) -> dict[str, float]:
             "statistics_bytes_per_node": size(tree) / nodes - embedding, "tree_bytes_per_search": size(tree)}
 
 
-def breakdown(config, parallel, apply_fn, params, games, positions_per_s: float, seconds: float) -> dict[str, float]:
-    """Milliseconds per searched position, by part (wall time of the whole mesh, so shares add up on any device count).
+def breakdown(config, parallel, apply_fn, params, games, play, seconds: float) -> dict[str, float]:
+    """Milliseconds per searched position, by part (wall time of the whole mesh, so shares hold on any device count).
 
+    `params` replicated, `games` the `SelfPlayState` `[B]` on the mesh, `play` the compiled self-play
+    `(params, games, key) -> ...`; each part is timed for `seconds`. `selfplay` is `play` again, timed just before
     `free_network`: the same self-play with a network that costs nothing (uniform prior, value 0; it still reads the
-    observation): environment plus search bookkeeping, so `network_share_of_selfplay` = 1 - free / whole.
-    `network`: one forward pass over the games' observations, timed alone, times the root and simulations.
-    `env_step`: the recurrent function's environment part (`Node` expand, `chess_env.step` with its observation,
-    legal-move slots, `Node` compact), timed alone the same way. Parts timed alone do not add up exactly: inside the
-    search XLA fuses the step with what consumes it, so `env_step` alone can exceed the whole free-network self-play.
+    observation), i.e. environment plus search bookkeeping, so `network_share_of_selfplay` = 1 - free / whole, from
+    two timings back to back. `network`: one forward pass over the games' observations, timed alone, times the
+    root and simulations. `env_step`: the recurrent function's environment part (`Node` expand, `chess_env.step` with
+    its observation, legal-move slots, `Node` compact), timed alone the same way. Parts timed alone need not add up
+    to the whole: inside the search XLA fuses each with its neighbours, and a call alone pays its own launch.
     """
     import jax
     import jax.numpy as jnp
@@ -128,13 +130,15 @@ def breakdown(config, parallel, apply_fn, params, games, positions_per_s: float,
         return (jnp.zeros((observation.shape[0], NUM_ACTIONS), jnp.float32),
                 0.0 * observation.astype(jnp.float32).sum(axis=(1, 2, 3)))
 
-    play_free = jax.jit(parallel.play_episode(free))
     key = parallel.replicate(jax.random.PRNGKey(6))
-    jax.block_until_ready(play_free(params, games, key))
+    play_free = jax.jit(parallel.play_episode(free))
+    jax.block_until_ready(play_free(params, games, key))  # compiled before either is timed: the two run back to back
+    calls, elapsed, _ = _timed(lambda: play(params, games, key), seconds)
+    total_ms = 1e3 * elapsed / (calls * config.positions_per_episode)
     calls, elapsed, _ = _timed(lambda: play_free(params, games, key), seconds)
     free_ms = 1e3 * elapsed / (calls * config.positions_per_episode)
 
-    def env_node_step(node, key):  # the recurrent function's env part
+    def env_node_step(node, key):  # the recurrent function's env part, on a random legal slot of each node
         choice = jax.random.categorical(key, jnp.where(node.actions >= 0, 0.0, -jnp.inf))
         action = jnp.take_along_axis(node.actions, choice[:, None], axis=1)[:, 0].astype(jnp.int32)
         next_state = chess_env.step(node.full_state(), action)
@@ -154,7 +158,6 @@ def breakdown(config, parallel, apply_fn, params, games, positions_per_s: float,
     jax.block_until_ready(forward(params, states.observation))
     calls, elapsed, _ = _timed(lambda: forward(params, states.observation), seconds)
     network_ms = 1e3 * elapsed / calls * nodes_per_position
-    total_ms = 1e3 / positions_per_s
     return {"selfplay_ms_per_position": total_ms, "free_network_ms_per_position": free_ms,
             "network_ms_per_position": network_ms, "env_step_ms_per_position": env_ms,
             "network_share_of_selfplay": (total_ms - free_ms) / total_ms}
@@ -256,7 +259,7 @@ def run(args) -> dict[str, Any]:
     result["peak_device_memory_bytes"] = peak_memory_bytes(device)
 
     if args.breakdown:
-        result["breakdown"] = breakdown(config, parallel, apply_fn, params, games, positions, args.duration)
+        result["breakdown"] = breakdown(config, parallel, apply_fn, params, games, play, args.duration)
 
     if args.profile:
         with jax.profiler.trace(args.profile):
