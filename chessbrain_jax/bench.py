@@ -119,9 +119,9 @@ def breakdown(config, parallel, apply_fn, params, games, play, seconds: float) -
     import jax
     import jax.numpy as jnp
 
-    from chessbrain_jax import chess_env, sharding
+    from chessbrain_jax import sharding
     from chessbrain_jax.model import NUM_ACTIONS
-    from chessbrain_jax.search import Node, legal_slots
+    from chessbrain_jax.search import Node, legal_slots, step_nodes
 
     nodes_per_position = (config.mcts_simulations + 1) / config.selfplay_batch  # calls over the whole batch
 
@@ -139,10 +139,9 @@ def breakdown(config, parallel, apply_fn, params, games, play, seconds: float) -
     free_ms = 1e3 * elapsed / (calls * config.positions_per_episode)
 
     def env_node_step(node, key):  # the recurrent function's env part, on a random legal slot of each node
-        choice = jax.random.categorical(key, jnp.where(node.actions >= 0, 0.0, -jnp.inf))
-        action = jnp.take_along_axis(node.actions, choice[:, None], axis=1)[:, 0].astype(jnp.int32)
-        next_state = chess_env.step(node.full_state(), action)
-        return Node.of(next_state, legal_slots(next_state.legal_action_mask)), next_state.observation
+        slot = jax.random.categorical(key, jnp.where(node.actions >= 0, 0.0, -jnp.inf))
+        _, next_state, next_actions = step_nodes(node, slot)
+        return Node.of(next_state, next_actions), next_state.observation
 
     # Each device times its own share, as self-play runs it (shard_map: no cross-device partitioning of pgx's step).
     states = games.env

@@ -103,16 +103,22 @@ def to_actions(slot_values: jax.Array, actions: jax.Array, fill: float = 0.0) ->
     return jax.vmap(lambda row, i, v: row.at[i].set(v, mode="drop"))(dense, index, slot_values)
 
 
+def step_nodes(node: Node, slot: jax.Array) -> tuple[chess_env.State, chess_env.State, jax.Array]:
+    """The environment part of a simulation: `[B]` nodes, `i32[B]` slots -> (their full pgx states, the next states,
+    the next states' `i32[B, S]` legal-move slots)."""
+    action = jnp.take_along_axis(node.actions, slot[:, None], axis=1)[:, 0].astype(jnp.int32)
+    state = node.full_state()
+    next_state = chess_env.step(state, action)
+    return state, next_state, legal_slots(next_state.legal_action_mask)
+
+
 def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.RecurrentFn:
     """mctx's `recurrent_fn` over `Node`s; values are discounted by `discount` per ply (`--value-discount`)."""
 
     def recurrent_fn(params, rng_key, slot: jax.Array, node: Node):
         del rng_key
-        action = jnp.take_along_axis(node.actions, slot[:, None], axis=1)[:, 0].astype(jnp.int32)
         with jax.named_scope("env_step"):
-            state = node.full_state()
-            next_state = chess_env.step(state, action)
-            next_actions = legal_slots(next_state.legal_action_mask)
+            state, next_state, next_actions = step_nodes(node, slot)
         with jax.named_scope("network"):
             logits, value = apply_fn(params, next_state.observation)
         # A position seen before in the game or the tree is scored as a draw, as chess engines do: otherwise a
