@@ -30,8 +30,9 @@ import chess
 import jax
 import numpy as np
 
-from chessbrain_jax import model, notation
 from chessbrain_jax.config import Config, load_config
+from chessbrain_jax.core import model
+from chessbrain_jax.play import notation
 
 HISTORY_STEPS = 8
 PLANES_PER_STEP = 14  # 6 own pieces, 6 opponent pieces, 2 repetition planes

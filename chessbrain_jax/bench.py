@@ -80,7 +80,7 @@ def network_flops(apply_fn, params, batch: int, dtype) -> float:
     import jax
     import jax.numpy as jnp
 
-    from chessbrain_jax.model import OBSERVATION_SHAPE
+    from chessbrain_jax.core.types import OBSERVATION_SHAPE
 
     compiled = jax.jit(apply_fn).lower(params, jnp.zeros((batch, *OBSERVATION_SHAPE), jnp.float32)).compile()
     analysis = compiled.cost_analysis()
@@ -93,7 +93,7 @@ def tree_bytes(config, apply_fn, params, states) -> dict[str, float]:
     """Bytes per search-tree node: the node's stored pgx state (embedding) and mctx's per-node statistics."""
     import jax
 
-    from chessbrain_jax.search import make_search_fn
+    from chessbrain_jax.core.search import make_search_fn
 
     output = jax.eval_shape(make_search_fn(config, apply_fn), params, jax.random.PRNGKey(0), states)
     tree = output.search_tree
@@ -119,9 +119,9 @@ def breakdown(config, parallel, apply_fn, params, games, play, seconds: float) -
     import jax
     import jax.numpy as jnp
 
-    from chessbrain_jax import sharding
-    from chessbrain_jax.model import NUM_ACTIONS
-    from chessbrain_jax.search import Node, legal_slots, step_nodes
+    from chessbrain_jax.core.search import Node, legal_slots, step_nodes
+    from chessbrain_jax.core.types import NUM_ACTIONS
+    from chessbrain_jax.scale import sharding
 
     nodes_per_position = (config.mcts_simulations + 1) / config.selfplay_batch  # calls over the whole batch
 
@@ -183,13 +183,14 @@ def run(args) -> dict[str, Any]:
         "--replay-capacity", str(max(args.selfplay_batch * args.plies, args.batch_size)),
         "--sample-reuse", "1", "--device", args.device, "--exploration-rate", "0",
         "--cpu-devices", str(args.cpu_devices)], environ={})
-    from chessbrain_jax.train import select_device
+    from chessbrain_jax.run.devices import select_device
 
     devices = select_device(config.device, config)
     import jax
 
-    from chessbrain_jax import learner, model, sharding
     from chessbrain_jax.config import resolve_precision
+    from chessbrain_jax.core import learner, model
+    from chessbrain_jax.scale import sharding
 
     try:
         parallel = sharding.DataParallel(config, devices)
@@ -314,7 +315,7 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from chessbrain_jax.train import UsageError
+    from chessbrain_jax.run.console import UsageError
 
     try:
         args = build_parser().parse_args(argv)

@@ -21,7 +21,7 @@ _COLUMNS = (("step", "step"), ("saved_at", "saved (UTC)"), ("episode", "episode"
 
 def list_jobs(checkpoint_dir: str) -> dict[str, int]:
     """{job id: newest complete step} for every job with checkpoints under `checkpoint_dir`."""
-    from chessbrain_jax import checkpoint
+    from chessbrain_jax.storage import checkpoint
 
     jobs: dict[str, int] = {}
     for name in sorted(os.listdir(checkpoint_dir)):
@@ -36,7 +36,7 @@ def list_jobs(checkpoint_dir: str) -> dict[str, int]:
 
 def describe_job(checkpoint_dir: str, job_id: str) -> list[dict[str, Any]]:
     """One row per complete checkpoint of `job_id`, oldest first (metrics are None where a checkpoint lacks them)."""
-    from chessbrain_jax import checkpoint
+    from chessbrain_jax.storage import checkpoint
 
     rows = []
     for info in checkpoint.list_checkpoints(checkpoint_dir, job_id):

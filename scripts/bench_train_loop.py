@@ -14,8 +14,9 @@ import time
 import jax
 import jax.numpy as jnp
 
-from chessbrain_jax import chess_env, encoding, learner, model, replay, selfplay
 from chessbrain_jax.config import load_config
+from chessbrain_jax.core import chess_env, encoding, learner, model, replay, selfplay
+from chessbrain_jax.core.types import PackedObservation, Position, Trajectory
 
 
 def main() -> None:
@@ -43,9 +44,9 @@ def main() -> None:
     actions, weights = encoding.compact_policy(start.legal_action_mask[0], start.legal_action_mask[0] / 20.0)
     fill = lambda shape, value: jnp.broadcast_to(value, shape.shape).astype(shape.dtype)  # noqa: E731
     shape = trajectory_shape.position
-    trajectory = selfplay.Trajectory(
-        position=selfplay.Position(
-            observation=encoding.PackedObservation(fill(shape.observation.bits, packed.bits[0]),
+    trajectory = Trajectory(
+        position=Position(
+            observation=PackedObservation(fill(shape.observation.bits, packed.bits[0]),
                                                    fill(shape.observation.scalars, packed.scalars[0])),
             legal_actions=fill(shape.legal_actions, actions), policy=fill(shape.policy, weights),
             white_to_move=fill(shape.white_to_move, True), slot=fill(shape.slot, 0),

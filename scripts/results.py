@@ -18,8 +18,9 @@ import os
 import sys
 import time
 
-from chessbrain_jax import arena, checkpoint, player
-from chessbrain_jax.metrics import write_json_atomically
+from chessbrain_jax.play import arena, player
+from chessbrain_jax.storage import checkpoint
+from chessbrain_jax.storage.metrics import write_json_atomically
 
 
 def wilson_interval(score: float, games: int, z: float = 1.959964) -> tuple[float, float]:

@@ -38,7 +38,7 @@ def make_config(**overrides) -> Config:
 @pytest.fixture(scope="session")
 def tiny_network():
     """(network, params, apply_fn) of an untrained 8-channel, 1-block net."""
-    from chessbrain_jax import model
+    from chessbrain_jax.core import model
 
     network = model.ChessNet(channels=8, blocks=1)
     params = model.init_params(network, jax.random.PRNGKey(0))

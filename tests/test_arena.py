@@ -12,7 +12,8 @@ import chess
 import chess.pgn
 import pytest
 
-from chessbrain_jax import arena, player
+from chessbrain_jax import arena as arena_cli
+from chessbrain_jax.play import arena, player
 from tests.conftest import make_config
 
 
@@ -104,7 +105,7 @@ def test_cli_writes_pgn_and_json(tmp_path):
                         "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq -\n"
                         "r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3\n")
     out = tmp_path / "match"
-    code = arena.main(["random", "random", "--games", "4", "--openings", str(openings), "--opening-plies", "0",
+    code = arena_cli.main(["random", "random", "--games", "4", "--openings", str(openings), "--opening-plies", "0",
                        "--max-plies", "30", "--out", str(out), "--seed", "3"])
     assert code == 0
     result = json.loads((out / "result.json").read_text())

@@ -7,7 +7,8 @@ import json
 import jax
 import pytest
 
-from chessbrain_jax import bench, chess_env, model
+from chessbrain_jax import bench
+from chessbrain_jax.core import chess_env, model
 
 
 @pytest.mark.parametrize("channels, blocks", [(8, 1), (32, 2)])

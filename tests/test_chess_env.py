@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax import chess_env, encoding, notation
-from chessbrain_jax.search import legal_slots
+from chessbrain_jax.core import chess_env, encoding
+from chessbrain_jax.core.search import legal_slots
+from chessbrain_jax.play import notation
 
 # Few pieces and random moves: positions repeat often, and games run into the fifty-move rule (halfmove clock 99).
 STARTS = [

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax import chess_env, encoding
+from chessbrain_jax.core import chess_env, encoding
 
 
 def _random_game_states(num_plies: int, seed: int = 0):

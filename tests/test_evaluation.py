@@ -6,7 +6,7 @@ import chess
 import chess.pgn
 import numpy as np
 
-from chessbrain_jax import evaluation, notation
+from chessbrain_jax.play import evaluation, notation
 from tests.conftest import make_config
 
 FOOLS_MATE = ["f2f3", "e7e5", "g2g4", "d8h4"]

@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chessbrain_jax import learner, model, replay
+from chessbrain_jax.core import learner, model, replay
+from chessbrain_jax.core.types import Batch
 from tests.conftest import make_config
 
 
-def _batch(size: int, seed: int = 0) -> replay.Batch:
+def _batch(size: int, seed: int = 0) -> Batch:
     """A fixed batch with binary piece planes, 20 legal moves per position, a peaked policy target and results."""
     keys = jax.random.split(jax.random.PRNGKey(seed), 4)
     observation = jax.random.bernoulli(keys[0], 0.1, (size, 8, 8, 119)).astype(jnp.float32)
@@ -20,7 +21,7 @@ def _batch(size: int, seed: int = 0) -> replay.Batch:
     policy = jnp.zeros((size, 4672)).at[jnp.arange(size)[:, None], legal_moves].set(
         jax.nn.softmax(3.0 * jax.random.normal(keys[2], (size, 20))))
     value = jax.random.choice(keys[3], jnp.float32([-1, 0, 1]), (size,))
-    return replay.Batch(observation, policy, legal, value, jnp.arange(size) % 4 != 3)
+    return Batch(observation, policy, legal, value, jnp.arange(size) % 4 != 3)
 
 
 def _setup(config, dtype="float32"):

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax import chess_env, learner, model, notation, replay, selfplay
+from chessbrain_jax.core import chess_env, learner, model, replay, selfplay
+from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
 MATES_IN_ONE = [

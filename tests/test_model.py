@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chessbrain_jax import chess_env, model
+from chessbrain_jax.core import chess_env, model
+from chessbrain_jax.core.types import NUM_ACTIONS
 
 
 @pytest.mark.parametrize("fen", [
@@ -28,7 +29,7 @@ def test_network_outputs(tiny_network):
     _, params, apply_fn = tiny_network
     observation = chess_env.initial_states(3).observation
     logits, value = jax.jit(apply_fn)(params, observation)
-    assert logits.shape == (3, model.NUM_ACTIONS) and logits.dtype == jnp.float32
+    assert logits.shape == (3, NUM_ACTIONS) and logits.dtype == jnp.float32
     assert value.shape == (3,) and value.dtype == jnp.float32
     assert bool(jnp.all(jnp.abs(value) <= 1.0))
     # Untrained: uniform prior and zero value (zero-initialised output layers).

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from benchmarks import naive_reference
-from chessbrain_jax import chess_env, model, notation
+from chessbrain_jax.core import chess_env, model
+from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
 # (root FEN, moves, whether a position repeats): castling both ways, en passant (legal at a FEN root too),

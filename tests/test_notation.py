@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chessbrain_jax import chess_env, notation
+from chessbrain_jax.core import chess_env
+from chessbrain_jax.play import notation
 
 
 def test_legal_sets_agree_along_random_games():

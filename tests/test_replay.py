@@ -6,18 +6,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax import encoding, replay, selfplay
+from chessbrain_jax.core import encoding, replay, selfplay
+from chessbrain_jax.core.types import PackedObservation, Position, Trajectory
 from tests.conftest import make_config
 
 T, B = 3, 4
 
 
-def _trajectory(first_id: int, generation: int = 0) -> selfplay.Trajectory:
+def _trajectory(first_id: int, generation: int = 0) -> Trajectory:
     """A synthetic [T, B] trajectory whose entry ids (stored in the policy weight 0) are first_id, first_id + 1, ..."""
     ids = (first_id + jnp.arange(T * B, dtype=jnp.float32)).reshape(T, B)
     legal = jnp.full((T, B, encoding.MAX_LEGAL_MOVES), -1, jnp.int16).at[..., :3].set(jnp.int16([5, 100, 4671]))
-    position = selfplay.Position(
-        observation=encoding.PackedObservation(
+    position = Position(
+        observation=PackedObservation(
             bits=jnp.full((T, B, encoding.PACKED_BYTES), 255, jnp.uint8),
             scalars=jnp.broadcast_to(ids[..., None], (T, B, encoding.SCALAR_PLANES)),
         ),
@@ -27,7 +28,7 @@ def _trajectory(first_id: int, generation: int = 0) -> selfplay.Trajectory:
         slot=jnp.broadcast_to(jnp.arange(B), (T, B)).astype(jnp.int32),
         generation=jnp.full((T, B), generation, jnp.int32),
     )
-    return selfplay.Trajectory(position=position, action=jnp.zeros((T, B), jnp.int32))
+    return Trajectory(position=position, action=jnp.zeros((T, B), jnp.int32))
 
 
 def _games(config, results=None, generation=None) -> selfplay.SelfPlayState:

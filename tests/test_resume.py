@@ -11,13 +11,16 @@ import subprocess
 import sys
 import time
 
-
 import jax
 import numpy as np
 import pytest
 
-from chessbrain_jax import checkpoint, learner, model, train
+from chessbrain_jax import train
 from chessbrain_jax.config import load_config
+from chessbrain_jax.core import learner, model
+from chessbrain_jax.run.console import TrainingDiverged, UsageError
+from chessbrain_jax.run.job import prepare_folders
+from chessbrain_jax.storage import checkpoint
 
 TINY = ["--selfplay-batch", "4", "--plies-per-episode", "4", "--mcts-simulations", "4", "--channels", "8",
         "--blocks", "1", "--batch-size", "8", "--replay-capacity", "64", "--checkpoint-interval", "2", "--quiet",
@@ -59,9 +62,9 @@ def test_stop_and_resume_equals_a_straight_run(straight):
 
 def test_resume_refuses_changed_settings_and_existing_jobs_need_a_flag(straight):
     root, _ = straight
-    with pytest.raises(train.UsageError, match="--resume: --channels 16 differs from the job's 8"):
+    with pytest.raises(UsageError, match="--resume: --channels 16 differs from the job's 8"):
         _run(root, "straight", "--episodes", "5", "--resume", "--channels", "16")
-    with pytest.raises(train.UsageError, match="use --resume to continue it or --overwrite"):
+    with pytest.raises(UsageError, match="use --resume to continue it or --overwrite"):
         _run(root, "straight", "--episodes", "5")
 
 
@@ -132,7 +135,7 @@ def test_nonfinite_gradients_are_skipped_not_applied():
 
 
 def test_diverging_run_stops_with_a_checkpoint(tmp_path):
-    with pytest.raises(train.TrainingDiverged, match="every update of episode"):
+    with pytest.raises(TrainingDiverged, match="every update of episode"):
         _run(tmp_path, "nan", "--episodes", "4", "--learning-rate", "1e30", "--grad-clip", "0")
     records = _records(tmp_path, "nan")
     assert records[-1]["nonfinite_skipped"] == 2  # both micro-batches of the episode
@@ -204,24 +207,24 @@ def _config(root, job, *args):
 
 def test_of_two_runs_started_at_once_with_one_job_id_the_second_stops(tmp_path, monkeypatch):
     config = _config(tmp_path, "twin")
-    job_dir, _, existed = train.prepare_folders(config, resume=False, overwrite=False)
+    job_dir, _, existed = prepare_folders(config, resume=False, overwrite=False)
     assert not existed and os.path.getsize(os.path.join(job_dir, "metrics.jsonl")) == 0
-    with pytest.raises(train.UsageError, match="already exists"):  # started later: sees the job
-        train.prepare_folders(config, resume=False, overwrite=False)
+    with pytest.raises(UsageError, match="already exists"):  # started later: sees the job
+        prepare_folders(config, resume=False, overwrite=False)
     real_exists = os.path.exists
     monkeypatch.setattr(os.path, "exists", lambda path: False if path.endswith("metrics.jsonl") else real_exists(path))
-    with pytest.raises(train.UsageError, match="was just started by another run"):  # started at the same moment
-        train.prepare_folders(config, resume=False, overwrite=False)
+    with pytest.raises(UsageError, match="was just started by another run"):  # started at the same moment
+        prepare_folders(config, resume=False, overwrite=False)
 
 
 def test_resume_removes_only_this_jobs_unfinished_saves(tmp_path):
     config = _config(tmp_path, "job")
-    train.prepare_folders(config, resume=False, overwrite=False)
+    prepare_folders(config, resume=False, overwrite=False)
     ckpt = tmp_path / "ckpt"
     mine = ckpt / "job_step8.orbax-checkpoint-tmp-1764100000"
     other = ckpt / "jobber_step8.orbax-checkpoint-tmp-1764100000"
     kept = ckpt / "job_step4"
     for folder in (mine, other, kept):
         (folder / "state").mkdir(parents=True)
-    train.prepare_folders(config, resume=True, overwrite=False)
+    prepare_folders(config, resume=True, overwrite=False)
     assert not mine.exists() and other.exists() and kept.exists()

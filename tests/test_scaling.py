@@ -49,7 +49,9 @@ DATA_PARALLEL_CHECKS = """
 import json, tempfile
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import PartitionSpec as P
-from chessbrain_jax import checkpoint, learner, model, replay, sharding
+from chessbrain_jax.storage import checkpoint
+from chessbrain_jax.core import learner, model, replay
+from chessbrain_jax.scale import sharding
 from tests.conftest import make_config
 from tests.test_learner import _batch
 
@@ -176,7 +178,7 @@ def test_four_device_training_resumes_on_one_device(tmp_path):
 
 
 def test_cpu_devices_auto_picks_a_divisor_of_both_batches():
-    from chessbrain_jax.train import cpu_device_count
+    from chessbrain_jax.run.devices import cpu_device_count
     from tests.conftest import make_config
 
     assert cpu_device_count(make_config(cpu_devices=0, selfplay_batch=64, batch_size=64), cores=2) == 2
@@ -202,7 +204,7 @@ def test_producer_consumer_finishes_drains_and_reports_staleness(tmp_path):
     run = json.loads((tmp_path / "runs" / "pc" / "run.json").read_text())
     assert run["parallelism"]["mode"] == "producer/consumer" and len(run["parallelism"]["producers"]) == 2
     # No trajectory lost: every position produced (3 episodes + the drained queue) is in the checkpoint's buffer.
-    from chessbrain_jax import checkpoint
+    from chessbrain_jax.storage import checkpoint
 
     saved = checkpoint.list_checkpoints(str(tmp_path / "ck"), "pc")[-1]
     manager = checkpoint.make_manager(str(tmp_path / "ck"), "pc", read_only=True)
@@ -239,7 +241,7 @@ def test_two_process_job_on_localhost(tmp_path):
     assert run["processes"] == 2 and len(run["devices"]) == 4
     records = (tmp_path / "runs" / "mp" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["episode"] for line in records] == [1, 2]  # written once, by process 0
-    from chessbrain_jax import checkpoint
+    from chessbrain_jax.storage import checkpoint
 
     loaded = checkpoint.load_network(str(tmp_path / "ck" / "mp_step8"))
     assert loaded.step == 8

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chessbrain_jax import chess_env, notation
-from chessbrain_jax.search import legal_slots, make_search_fn, mask_illegal, to_actions, with_root_noise
+from chessbrain_jax.core import chess_env
+from chessbrain_jax.core.search import legal_slots, make_search_fn, mask_illegal, to_actions, with_root_noise
+from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
 MATE_IN_ONE = [

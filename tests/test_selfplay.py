@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chessbrain_jax import chess_env, notation, replay, selfplay
+from chessbrain_jax.core import chess_env, replay, selfplay
+from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
 STARTS = [

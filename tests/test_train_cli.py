@@ -11,9 +11,11 @@ import jax
 import numpy as np
 import pytest
 
-from chessbrain_jax import chess_env, checkpoint, train
+from chessbrain_jax import train
 from chessbrain_jax.config import load_config
-from chessbrain_jax.metrics import flatten
+from chessbrain_jax.core import chess_env
+from chessbrain_jax.storage import checkpoint
+from chessbrain_jax.storage.metrics import flatten
 
 REQUIRED_METRICS = ("step", "episode", "games_finished", "loss", "policy_loss", "value_loss", "l2", "learning_rate",
                     "selfplay_positions_per_s", "train_steps_per_s", "wall_time_s")
@@ -200,7 +202,7 @@ def test_registry_lists_the_jobs_checkpoints_with_metrics(finished_run, capsys):
 def test_load_player_from_a_checkpoint_searches_and_plays_legal_moves(finished_run):
     import chess
 
-    from chessbrain_jax import player
+    from chessbrain_jax.play import player
 
     root, _, _, result = finished_run
     searcher = player.load_player(result.checkpoint_path, simulations=4)
@@ -218,7 +220,7 @@ def test_load_player_from_a_checkpoint_searches_and_plays_legal_moves(finished_r
         raw.analyse("8/8/8/8/8/8/8/8 w - - 0 1")
     assert raw_analysis.move == max(raw_analysis.prior, key=raw_analysis.prior.get)
     net = checkpoint.load_network(result.checkpoint_path)
-    from chessbrain_jax import notation
+    from chessbrain_jax.play import notation
 
     logits, _ = net.apply(notation.board_to_state(board).observation[None])
     legal = sorted(notation.legal_actions(board))

@@ -19,9 +19,9 @@ import chess.engine
 import numpy as np
 import pytest
 
-from chessbrain_jax import notation
-from chessbrain_jax.model import NUM_ACTIONS
-from chessbrain_jax.uci import PV_LENGTH, ChunkResult, GoCommand, SearchTotals, parse_go
+from chessbrain_jax.core.types import NUM_ACTIONS
+from chessbrain_jax.play import notation
+from chessbrain_jax.play.uci.engine import PV_LENGTH, ChunkResult, GoCommand, SearchTotals, parse_go
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = [sys.executable, "-m", "chessbrain_jax.uci", "--channels", "8", "--blocks", "1", "--simulations", "8"]

@@ -17,9 +17,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from chessbrain_jax import encoding
 from chessbrain_jax.config import Config
-from chessbrain_jax.selfplay import Position, SelfPlayState, Trajectory, result_history_length
+from chessbrain_jax.core import encoding, targets
+from chessbrain_jax.core.selfplay import SelfPlayState, result_history_length
+from chessbrain_jax.core.types import MAX_LEGAL_MOVES, Batch, PackedObservation, Position, Trajectory
 
 
 def replay_rows(config: Config) -> int:
@@ -30,7 +31,7 @@ def replay_rows(config: Config) -> int:
 class ReplayBuffer(NamedTuple):
     """R = `replay_rows`, B = selfplay_batch, H = results kept per slot.
 
-    positions: `selfplay.Position` `[R, B, ...]` (packed observation, legal moves, policy target, game id); column b
+    positions: `Position` `[R, B, ...]` (packed observation, legal moves, policy target, game id); column b
       is slot b's ring.
     results: `f32[B, H]`, result_plies: `i32[B, H]`, slot_generation: `i32[B]`: the self-play results table (and
       game lengths) as of the last `add`.
@@ -45,30 +46,16 @@ class ReplayBuffer(NamedTuple):
     size: jax.Array
 
 
-class Batch(NamedTuple):
-    """A training batch of b positions.
-
-    observation: `f32[b, 8, 8, 119]`; policy: `f32[b, 4672]` target, zero off legal moves; legal_mask: `bool[b, 4672]`;
-    value: `f32[b]` game result from the mover's view (0 where unknown); value_mask: `bool[b]` True where known.
-    """
-
-    observation: jax.Array
-    policy: jax.Array
-    legal_mask: jax.Array
-    value: jax.Array
-    value_mask: jax.Array
-
-
 def init_replay(config: Config) -> ReplayBuffer:
     rows, batch, history = replay_rows(config), config.selfplay_batch, result_history_length(config)
     return ReplayBuffer(
         positions=Position(
-            observation=encoding.PackedObservation(
+            observation=PackedObservation(
                 bits=jnp.zeros((rows, batch, encoding.PACKED_BYTES), jnp.uint8),
                 scalars=jnp.zeros((rows, batch, encoding.SCALAR_PLANES), jnp.float32),
             ),
-            legal_actions=jnp.full((rows, batch, encoding.MAX_LEGAL_MOVES), -1, jnp.int16),
-            policy=jnp.zeros((rows, batch, encoding.MAX_LEGAL_MOVES), jnp.float32),
+            legal_actions=jnp.full((rows, batch, MAX_LEGAL_MOVES), -1, jnp.int16),
+            policy=jnp.zeros((rows, batch, MAX_LEGAL_MOVES), jnp.float32),
             white_to_move=jnp.zeros((rows, batch), jnp.bool_),
             slot=jnp.zeros((rows, batch), jnp.int32),
             generation=jnp.zeros((rows, batch), jnp.int32),
@@ -116,23 +103,12 @@ def add(buffer: ReplayBuffer, trajectory: Trajectory, selfplay: SelfPlayState,
 
 def value_targets(buffer: ReplayBuffer, row: jax.Array, column: jax.Array,
                   discount: float = 1.0) -> tuple[jax.Array, jax.Array]:
-    """(`f32[n]` value target from the mover's view, `bool[n]` known) for the positions at (`row`, `column`) `i32[n]`.
-
-    The target is the game's result times `discount^(d - 1)`, d the plies from the position to the game's end: the
-    return the search's per-ply discount (`search`) gives the same game, so the mating move's position gets the full
-    result.
-    """
-    generation = buffer.positions.generation[row, column]
-    history = buffer.results.shape[1]
-    white_result = buffer.results[column, generation % history]
-    still_recorded = buffer.slot_generation[column] - generation < history
-    known = jnp.isfinite(white_result) & still_recorded
-    value = jnp.where(buffer.positions.white_to_move[row, column], white_result, -white_result)
-    if discount != 1.0:
-        to_end = (buffer.result_plies[column, generation % history]
-                  - encoding.plies(buffer.positions.observation.scalars[row, column]))
-        value = value * jnp.float32(discount) ** jnp.maximum(to_end - 1, 0).astype(jnp.float32)
-    return jnp.where(known, value, 0.0), known
+    """(`f32[n]` value target from the mover's view, `bool[n]` known) for the positions at (`row`, `column`)
+    `i32[n]`: their games' results as of the last `add`, discounted per ply (`targets.lookup`)."""
+    positions = buffer.positions
+    return targets.lookup(buffer.results, buffer.result_plies, buffer.slot_generation, column,
+                          positions.generation[row, column], positions.white_to_move[row, column],
+                          encoding.plies(positions.observation.scalars[row, column]), discount)
 
 
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: float = 1.0) -> Batch:

@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax import chess_env, notation
 from chessbrain_jax.config import Config, ConfigError
-from chessbrain_jax.search import ApplyFn, make_search_fn, mask_illegal, principal_variation, to_actions
-
+from chessbrain_jax.core import chess_env
+from chessbrain_jax.core.search import make_search_fn, mask_illegal, principal_variation, to_actions
+from chessbrain_jax.core.types import ApplyFn
+from chessbrain_jax.play import notation
 
 PV_LENGTH = 16  # plies of principal variation `analyse` reads from the tree
 
@@ -145,7 +146,7 @@ class NetworkPlayer:
 def untrained_player(config: Config, simulations: int | None = None, seed: int = 0,
                      search: str | None = None) -> NetworkPlayer:
     """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat."""
-    from chessbrain_jax import model
+    from chessbrain_jax.core import model
 
     network = model.make_network(config, "float32")
     params = model.init_params(network, jax.random.PRNGKey(seed))
@@ -156,7 +157,8 @@ def load_player(path: str, checkpoint_dir: str | None = None, simulations: int |
                 search: str | None = None) -> NetworkPlayer:
     """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
     is given. Raises `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
-    from chessbrain_jax import checkpoint, model
+    from chessbrain_jax.core import model
+    from chessbrain_jax.storage import checkpoint
 
     loaded = checkpoint.load_network(path, checkpoint_dir=checkpoint_dir)
     name = f"{loaded.config.job_id}_step{loaded.step}"

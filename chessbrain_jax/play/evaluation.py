@@ -17,9 +17,10 @@ import chess
 import chess.pgn
 import numpy as np
 
-from chessbrain_jax import arena, chess_env, notation
 from chessbrain_jax.config import Config
-from chessbrain_jax.metrics import write_text_atomically
+from chessbrain_jax.core import chess_env, targets
+from chessbrain_jax.play import arena, notation
+from chessbrain_jax.storage.metrics import write_text_atomically
 
 _EPISODE_HEADER = re.compile(r'^\[Episode "(\d+)"\]$', re.MULTILINE)
 
@@ -28,7 +29,7 @@ class Evaluator:
     """Arena matches of the learner against a fixed opponent during training."""
 
     def __init__(self, config: Config, apply_fn, params, job_dir: str):
-        from chessbrain_jax import player
+        from chessbrain_jax.play import player
 
         self.config, self.folder = config, os.path.join(job_dir, "eval")
         self.opponent = arena.parse_player(config.eval_opponent, config.checkpoint_dir)
@@ -96,7 +97,7 @@ class SelfPlayRecorder:
         elif len(board.move_stack) >= self.config.max_plies and self.config.adjudicate_material:
             balance = sum(chess_env.PIECE_VALUES[piece.piece_type] * (1 if piece.color == chess.WHITE else -1)
                           for piece in board.piece_map().values())
-            verdict = float(chess_env.adjudicate(balance, self.config.adjudicate_material))
+            verdict = float(targets.adjudicate(balance, self.config.adjudicate_material))
             result = arena.RESULTS[(verdict + 1.0) / 2.0]  # white's result -> white's score
             detail = f"adjudicated at {self.config.max_plies} plies on material (white {balance:+d})"
         elif len(board.move_stack) >= self.config.max_plies:

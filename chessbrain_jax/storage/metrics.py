@@ -80,6 +80,19 @@ def write_json_atomically(path: str, data: Mapping[str, Any]) -> None:
     write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+
+class NoWriter:
+    """Stands in for `MetricsWriter` in processes other than 0 of a multi-process job."""
+
+    def write(self, step: int, record: Mapping[str, Any]) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 class Progress:
     """A one-line progress bar on a terminal (episodes, positions/s, ETA); plain lines when quiet or not a tty."""
 

@@ -2,9 +2,8 @@
 
 A game is identified by (slot, generation): slot is its index among the parallel games, generation counts the games
 that slot has started. When a game ends (or reaches `max_plies`), its result from white's view goes to
-`results[slot, generation % H]` (a game cut at `max_plies` gets NaN, or a material verdict with
-`adjudicate_material`) and the slot restarts from the initial position; unfinished games carry over to the
-next episode. Positions are recorded with their game id, so the replay buffer reads value targets from the results
+`results[slot, generation % H]` (the rules, cut games and adjudication included, are `targets`') and the slot
+restarts from the initial position; unfinished games carry over to the next episode. Positions are recorded with their game id, so the replay buffer reads value targets from the results
 table when it samples: no host round trip and no wait for games to finish before their positions can be stored.
 """
 
@@ -16,9 +15,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from chessbrain_jax import chess_env, encoding
-from chessbrain_jax.config import PGX_MAX_PLIES, Config
-from chessbrain_jax.search import ApplyFn, make_search_fn
+from chessbrain_jax.config import Config
+from chessbrain_jax.core import chess_env, encoding, targets
+from chessbrain_jax.core.search import make_search_fn
+from chessbrain_jax.core.types import ApplyFn, Position, Trajectory
 
 
 class SelfPlayState(NamedTuple):
@@ -36,34 +36,6 @@ class SelfPlayState(NamedTuple):
     generation: jax.Array
     results: jax.Array
     result_plies: jax.Array
-
-
-class Position(NamedTuple):
-    """A training position as self-play records it and the replay buffer stores it; `[...]` is any leading shape.
-
-    observation: packed position seen by the mover (`u8[..., 896]` bits, `f32[..., 7]` scalars).
-    legal_actions: `i16[..., 218]` legal moves (pgx action ids, -1 padded).
-    policy: `f32[..., 218]` search policy target over `legal_actions`.
-    white_to_move: `bool[...]`.
-    slot, generation: `i32[...]` the game the position belongs to (its value target is that game's result).
-    """
-
-    observation: encoding.PackedObservation
-    legal_actions: jax.Array
-    policy: jax.Array
-    white_to_move: jax.Array
-    slot: jax.Array
-    generation: jax.Array
-
-
-class Trajectory(NamedTuple):
-    """One record per ply and game, `[T, B]` (T = plies_per_episode, B = selfplay_batch).
-
-    position: `Position` `[T, B, ...]`; action: `i32[T, B]` the move played (after epsilon-greedy mixing).
-    """
-
-    position: Position
-    action: jax.Array
 
 
 EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "adjudicated_wins",
@@ -133,40 +105,20 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
 
         with jax.named_scope("env_step"):
             next_env = chess_env.step(env, action)
-        reward = chess_env.mover_reward(env, next_env)
-        ply = chess_env.plies(next_env)
-        at_cap = ply >= config.max_plies
-        decisive = reward != 0
-        # pgx ends games at 512 plies as draws; that, like our own cap, is a truncation, not a result.
-        natural_end = next_env.terminated & (decisive | (ply < PGX_MAX_PLIES))
-        truncated = at_cap & ~natural_end
-        done = next_env.terminated | at_cap
-        white_result = jnp.where(record.position.white_to_move, reward, -reward)
-        if config.adjudicate_material:
-            cut_result = chess_env.adjudicate(chess_env.material_balance(next_env), config.adjudicate_material)
-        else:
-            cut_result = jnp.full_like(white_result, jnp.nan)
-        outcome = jnp.where(truncated, cut_result, white_result)
-
-        history = results.shape[1]
-        results = results.at[slots, generation % history].set(
-            jnp.where(done, outcome, results[slots, generation % history]))
-        result_plies = result_plies.at[slots, generation % history].set(
-            jnp.where(done, ply, result_plies[slots, generation % history]))
-        generation = generation + done.astype(jnp.int32)
-        results = results.at[slots, generation % history].set(
-            jnp.where(done, jnp.nan, results[slots, generation % history]))
+        ended = targets.ply_outcome(config, env, next_env)
+        done, truncated, ply = ended.done, ended.truncated, ended.ply
+        results, result_plies, generation = targets.record(results, result_plies, generation, ended)
         next_env = jax.tree.map(
             lambda new, reset: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), reset, new), next_env, fresh)
 
         finished = done & ~truncated
         stats = dict(
             games_finished=finished.sum(),
-            white_wins=(finished & (white_result > 0)).sum(),
-            black_wins=(finished & (white_result < 0)).sum(),
-            draws=(finished & (white_result == 0)).sum(),
+            white_wins=(finished & (ended.white_result > 0)).sum(),
+            black_wins=(finished & (ended.white_result < 0)).sum(),
+            draws=(finished & (ended.white_result == 0)).sum(),
             truncated=truncated.sum(),
-            adjudicated_wins=(truncated & (cut_result != 0) & jnp.isfinite(cut_result)).sum(),
+            adjudicated_wins=(truncated & (ended.cut_result != 0) & jnp.isfinite(ended.cut_result)).sum(),
             ended_game_plies=jnp.where(done, ply, 0).sum(),
         )
         return SelfPlayState(next_env, generation, results, result_plies), (record, stats)

@@ -10,26 +10,17 @@ stored as up to 218 (action, weight) pairs instead of 4672 floats.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
 from chessbrain_jax.config import PGX_MAX_PLIES
-from chessbrain_jax.model import NUM_ACTIONS, OBSERVATION_SHAPE
+from chessbrain_jax.core.types import MAX_LEGAL_MOVES, NUM_ACTIONS, OBSERVATION_SHAPE, PackedObservation
 
 BINARY_PLANES = 112
 SCALAR_PLANES = OBSERVATION_SHAPE[-1] - BINARY_PLANES  # 7
 PACKED_BYTES = 64 * BINARY_PLANES // 8  # 896
-MAX_LEGAL_MOVES = 218  # the most legal moves any chess position has
 PLY_SCALAR = 1  # plane 113, pgx's "total move count": plies since the game's start / 512
 
-
-class PackedObservation(NamedTuple):
-    """bits: u8[..., 896] (planes 0-111, packed); scalars: f32[..., 7] (planes 112-118, one value per plane)."""
-
-    bits: jax.Array
-    scalars: jax.Array
 
 
 def pack_observation(observation: jax.Array) -> PackedObservation:

@@ -70,12 +70,6 @@ def material_balance(state: State) -> jax.Array:
     return jnp.where(white_to_move(state), mover, -mover)
 
 
-def adjudicate(balance: jax.Array, threshold: int) -> jax.Array:
-    """`f32[...]` white's result for a game cut at the ply cap: +1 / -1 when `balance` (white minus black, pawns)
-    is at least `threshold` either way, else 0 (a draw)."""
-    return jnp.where(balance >= threshold, 1.0, jnp.where(balance <= -threshold, -1.0, 0.0)).astype(jnp.float32)
-
-
 PGX_HASH_HISTORY = 513  # pgx keeps the Zobrist hash of every position of the game, newest first
 HASH_WINDOW = 108
 """Hash-history entries a search tree node keeps. A position can only recur within the 100 plies since the last
@@ -159,7 +153,7 @@ def from_fen(fen: str) -> State:
 
 @jax.jit
 def _build_state(board, color, castling, en_passant, halfmove, fullmove) -> State:
-    from pgx._src.games.chess import GameState, Game, _legal_action_mask
+    from pgx._src.games.chess import Game, GameState, _legal_action_mask
     from pgx.experimental.chess import _update_history
 
     game = Game()

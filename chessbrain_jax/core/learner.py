@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from chessbrain_jax import replay
 from chessbrain_jax.config import Config
-from chessbrain_jax.search import ApplyFn, mask_illegal
+from chessbrain_jax.core import replay
+from chessbrain_jax.core.search import mask_illegal
+from chessbrain_jax.core.types import ApplyFn, Batch
 
 
 @flax.struct.dataclass
@@ -65,7 +66,7 @@ def l2_penalty(params) -> jax.Array:
     return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel")
 
 
-def loss_fn(params, batch: replay.Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None):
+def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None):
     """Returns (loss, metrics dict) for one batch; all terms float32.
 
     With `axis` (inside `shard_map` over a data-parallel mesh axis) `batch` is this device's share of the global
@@ -95,7 +96,7 @@ def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
     update, so every device applies the same update to its replica of the state."""
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
-    def train_step(state: TrainState, batch: replay.Batch):
+    def train_step(state: TrainState, batch: Batch):
         with jax.named_scope("train_step"):
             grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight, axis)
             if axis is not None:

@@ -13,10 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from chessbrain_jax.config import Config
-
-NUM_ACTIONS = 4672  # 64 from-squares x 73 move planes (pgx / AlphaZero encoding)
-MOVE_PLANES = 73
-OBSERVATION_SHAPE = (8, 8, 119)  # pgx chess: 8 history steps x 14 planes + 7 constant planes
+from chessbrain_jax.core.types import MOVE_PLANES, OBSERVATION_SHAPE
 
 
 def observation_to_action_order(planes: jax.Array) -> jax.Array:

@@ -11,17 +11,16 @@ and have the minimum prior logit below it.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import mctx
 
-from chessbrain_jax import chess_env
 from chessbrain_jax.config import Config
-from chessbrain_jax.encoding import MAX_LEGAL_MOVES, NUM_ACTIONS, actions_mask
-
-ApplyFn = Callable[[object, jax.Array], tuple[jax.Array, jax.Array]]  # (params, f32[B,8,8,119]) -> logits, value
+from chessbrain_jax.core import chess_env, targets
+from chessbrain_jax.core.encoding import actions_mask
+from chessbrain_jax.core.types import MAX_LEGAL_MOVES, NUM_ACTIONS, ApplyFn
 
 
 def mask_illegal(logits: jax.Array, legal_mask: jax.Array) -> jax.Array:
@@ -126,7 +125,7 @@ def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.Recurren
         terminal = next_state.terminated | (chess_env.repetitions(next_state) > 0)
         output = mctx.RecurrentFnOutput(
             reward=chess_env.mover_reward(state, next_state),
-            discount=jnp.where(terminal, 0.0, -discount),
+            discount=targets.edge_discount(terminal, discount),
             prior_logits=slot_logits(logits, next_actions),
             value=jnp.where(terminal, 0.0, value),
         )

@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax import replay, selfplay
 from chessbrain_jax.config import Config
+from chessbrain_jax.core import replay, selfplay
+from chessbrain_jax.core.types import Trajectory
+
 
 class ProducerError(Exception):
     """A producer setting that cannot work on these devices; the message is one line."""
@@ -59,7 +61,7 @@ class Chunk(NamedTuple):
     """One producer's episode: `[T, b]` trajectory of its b games, those games afterwards, and where it came from."""
 
     producer: int
-    trajectory: selfplay.Trajectory
+    trajectory: Trajectory
     games: selfplay.SelfPlayState
     stats: dict
     params_step: int

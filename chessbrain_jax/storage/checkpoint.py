@@ -21,8 +21,9 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from etils import epath
 
-from chessbrain_jax import chess_env, learner, model, replay, selfplay, sharding
 from chessbrain_jax.config import FIELDS, Config
+from chessbrain_jax.core import chess_env, learner, model, replay, selfplay
+from chessbrain_jax.scale import sharding
 
 RUN_FORMAT = 3  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`); 3 = and
 # the game lengths beside the results (`result_plies`)

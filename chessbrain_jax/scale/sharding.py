@@ -23,9 +23,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from chessbrain_jax import learner, replay, selfplay
 from chessbrain_jax.config import Config
-from chessbrain_jax.search import ApplyFn
+from chessbrain_jax.core import learner, replay, selfplay
+from chessbrain_jax.core.types import ApplyFn
 
 AXIS = "data"
 GAMES = P(AXIS)  # SelfPlayState: every leaf [B, ...]

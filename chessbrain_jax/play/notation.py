@@ -18,8 +18,8 @@ import numpy as np
 from pgx._src.games.chess import FROM_PLANE, TO_PLANE
 from pgx.experimental.chess import to_fen as _pgx_to_fen
 
-from chessbrain_jax import chess_env
-from chessbrain_jax.model import MOVE_PLANES
+from chessbrain_jax.core import chess_env
+from chessbrain_jax.core.types import MOVE_PLANES
 
 _FROM_PLANE = np.asarray(FROM_PLANE)  # [64 from, 73 planes] -> pgx to-square (-1 off board)
 _TO_PLANE = np.asarray(TO_PLANE)  # [64 from, 64 to] -> plane of the queen/knight move (-1 if none)
