@@ -228,3 +228,20 @@ def test_resume_removes_only_this_jobs_unfinished_saves(tmp_path):
         (folder / "state").mkdir(parents=True)
     prepare_folders(config, resume=True, overwrite=False)
     assert not mine.exists() and other.exists() and kept.exists()
+
+
+def test_readme_library_example_runs(straight, capsys):
+    """The README's "use it as a library" block, run as written against this module's checkpoint."""
+    import pathlib
+    import re
+
+    import chess
+
+    root, finished = straight
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"## Use it as a library\n\n```python\n(.*?)```", readme, re.S)[1]
+    assert code.count("\n") <= 8 and '"checkpoints/<job-id>_step<N>"' in code
+    exec(code.replace('"checkpoints/<job-id>_step<N>"', repr(finished.checkpoint_path)), {})
+    move, score = capsys.readouterr().out.splitlines()[:2]
+    assert chess.Move.from_uci(move) in chess.Board().legal_moves
+    assert 0.0 <= float(score.split()[0]) <= 1.0
