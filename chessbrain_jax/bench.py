@@ -17,9 +17,9 @@ import json
 import math
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
-from chessbrain_jax.config import ConfigError, OneLineParser, load_config
+from chessbrain_jax.config import Config, ConfigError, OneLineParser, load_config
 
 PROG = "python -m chessbrain_jax.bench"
 # Dense peak FLOP/s from the vendors' datasheets (SXM parts), by device kind substring and compute dtype.
@@ -170,97 +170,138 @@ def peak_memory_bytes(device) -> int | None:
     return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def run(args) -> dict[str, Any]:
+def bench_config(args) -> Config:
+    """The benchmark's flags as a `Config` (no exploration; a buffer that holds one self-play chunk)."""
     for name in ("channels", "simulations", "selfplay_batch", "plies", "batch_size"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.duration <= 0:
         raise ConfigError(f"--duration must be > 0, got {args.duration}")
-    config, _ = load_config([
+    return load_config([
         "--channels", str(args.channels), "--blocks", str(args.blocks), "--mcts-simulations", str(args.simulations),
         "--selfplay-batch", str(args.selfplay_batch), "--plies-per-episode", str(args.plies),
         "--batch-size", str(args.batch_size), "--search", args.search, "--precision", args.precision,
         "--replay-capacity", str(max(args.selfplay_batch * args.plies, args.batch_size)),
         "--sample-reuse", "1", "--device", args.device, "--exploration-rate", "0",
-        "--cpu-devices", str(args.cpu_devices)], environ={})
+        "--cpu-devices", str(args.cpu_devices)], environ={})[0]
+
+
+class Bench(NamedTuple):
+    """What the timed parts share: the config, data-parallel mesh, first device, compute dtype, network."""
+
+    config: Config
+    parallel: Any
+    device: Any
+    dtype: str
+    apply_fn: Any
+    params: Any  # float32, on one device (for counting FLOPs and the naive reference)
+
+
+def set_up(config: Config) -> Bench:
     from chessbrain_jax.run.devices import select_device
 
     devices = select_device(config.device, config)
     import jax
 
     from chessbrain_jax.config import resolve_precision
-    from chessbrain_jax.core import learner, model
+    from chessbrain_jax.core import model
     from chessbrain_jax.scale import sharding
 
     try:
         parallel = sharding.DataParallel(config, devices)
     except ValueError as error:
         raise ConfigError(str(error)) from None
-
-    device = devices[0]
-    dtype, _ = resolve_precision(config, device.platform)
+    dtype, _ = resolve_precision(config, devices[0].platform)
     network = model.make_network(config, dtype)
-    apply_fn = model.make_apply(network)
-    params = model.init_params(network, jax.random.PRNGKey(0))
-    result: dict[str, Any] = {
-        "device": device.device_kind, "platform": device.platform, "jax": jax.__version__, "dtype": dtype,
-        "channels": config.channels, "blocks": config.blocks, "simulations": config.mcts_simulations,
-        "search": config.search, "selfplay_batch": config.selfplay_batch, "batch_size": config.batch_size,
-        "devices": parallel.size}
+    return Bench(config, parallel, devices[0], dtype, model.make_apply(network),
+                 model.init_params(network, jax.random.PRNGKey(0)))
 
-    # Self-play: one compiled call plays `plies` moves of every game (data parallel over the devices).
-    local_params, params = params, parallel.replicate(params)  # the single-device copy is for counting and naive
+
+def time_selfplay(bench: Bench, params, duration: float, result: dict[str, Any]):
+    """Compiles and times one self-play call of `plies` moves of every game; returns (play, games, trajectory)."""
+    import jax
+
+    config, parallel = bench.config, bench.parallel
     games = parallel.init_games()
-    play_episode = jax.jit(parallel.play_episode(apply_fn))
+    play_episode = jax.jit(parallel.play_episode(bench.apply_fn))
     started = time.perf_counter()
     play = play_episode.lower(params, games, parallel.replicate(jax.random.PRNGKey(0))).compile()
     result["selfplay_compile_s"] = time.perf_counter() - started
-    keys = parallel.replicate(jax.random.split(jax.random.PRNGKey(1), 3))
+    keys = parallel.replicate(jax.random.split(jax.random.PRNGKey(1), 2))
     games, trajectory, _ = jax.block_until_ready(play(params, games, keys[0]))
-    calls, seconds, _ = _timed(lambda: play(params, games, keys[1]), args.duration)
+    calls, seconds, _ = _timed(lambda: play(params, games, keys[1]), duration)
     positions = calls * config.positions_per_episode / seconds
     evaluations = positions * (config.mcts_simulations + 1)  # the root, then one leaf per simulation
     result.update(selfplay_positions_per_s=positions, simulations_per_s=positions * config.mcts_simulations,
                   network_evaluations_per_s=evaluations)
+    return play, games, trajectory
 
-    # Training: micro-steps on a buffer of the positions just played.
+
+def time_training(bench: Bench, params, games, trajectory, duration: float, result: dict[str, Any]):
+    """Compiles and times micro-steps on a buffer of the positions just played; returns (step, state, buffer)."""
+    import jax
+
+    from chessbrain_jax.core import learner
+
+    config, parallel = bench.config, bench.parallel
     buffer = jax.jit(parallel.add())(parallel.init_buffer(), trajectory, games)
     optimizer = learner.make_optimizer(config)
     state = parallel.replicate(learner.init_train_state(jax.tree.map(jax.numpy.copy, params), optimizer))
-    step = jax.jit(learner.make_micro_step(config, apply_fn, optimizer, parallel), donate_argnums=0)
+    step = jax.jit(learner.make_micro_step(config, bench.apply_fn, optimizer, parallel), donate_argnums=0)
+    key = parallel.replicate(jax.random.PRNGKey(2))
     started = time.perf_counter()
-    step = step.lower(state, buffer, keys[2]).compile()
+    step = step.lower(state, buffer, key).compile()
     result["train_compile_s"] = time.perf_counter() - started
-    state, _ = jax.block_until_ready(step(state, buffer, keys[2]))
+    state, _ = jax.block_until_ready(step(state, buffer, key))
     keys = parallel.replicate(jax.random.split(jax.random.PRNGKey(3), 1_000_000))
     calls, started = 0, time.perf_counter()
-    while time.perf_counter() - started < args.duration:
+    while time.perf_counter() - started < duration:
         for _ in range(8):  # dispatch ahead, as the training loop does
             state, metrics = step(state, buffer, keys[calls])
             calls += 1
         jax.block_until_ready(metrics)
-    samples = calls * config.batch_size / (time.perf_counter() - started)
-    result["train_samples_per_s"] = samples
+    result["train_samples_per_s"] = calls * config.batch_size / (time.perf_counter() - started)
+    return step, state, buffer
 
-    # FLOPs and utilisation.
-    flops = network_flops(apply_fn, local_params, config.selfplay_batch, dtype)
+
+def utilisation(bench: Bench, games, result: dict[str, Any]) -> None:
+    """FLOPs per position, achieved FLOP/s and MFU against the device's peak, search-tree bytes, peak memory."""
+    import jax
+
+    flops = network_flops(bench.apply_fn, bench.params, bench.config.selfplay_batch, bench.dtype)
+    evaluations, samples, device = result["network_evaluations_per_s"], result["train_samples_per_s"], bench.device
     result["network_flops_per_position"] = flops
     result["selfplay_network_flops_per_s"] = evaluations * flops
     result["train_flops_per_s"] = 3 * samples * flops  # forward + backward ~ 3 forward passes
     if device.platform == "cpu":
-        peak, source = matmul_flops_per_s(dtype), f"measured {dtype} 1024x1024 matmul on this CPU"
+        peak, source = matmul_flops_per_s(bench.dtype), f"measured {bench.dtype} 1024x1024 matmul on this CPU"
     else:
-        peak = next((peaks.get(dtype) for kind, peaks in GPU_PEAKS.items() if kind in device.device_kind), None)
-        source = f"{device.device_kind} datasheet dense {dtype}" if peak else "unknown device"
+        peak = next((peaks.get(bench.dtype) for kind, peaks in GPU_PEAKS.items() if kind in device.device_kind), None)
+        source = f"{device.device_kind} datasheet dense {bench.dtype}" if peak else "unknown device"
     result.update(peak_flops_per_s=peak, peak_source=source,
                   selfplay_mfu=evaluations * flops / peak if peak else None,
                   train_mfu=3 * samples * flops / peak if peak else None)
-    result.update(tree_bytes(config, apply_fn, local_params, jax.device_put(games.env, device)))
+    result.update(tree_bytes(bench.config, bench.apply_fn, bench.params, jax.device_put(games.env, device)))
     result["peak_device_memory_bytes"] = peak_memory_bytes(device)
 
-    if args.breakdown:
-        result["breakdown"] = breakdown(config, parallel, apply_fn, params, games, play, args.duration)
 
+def run(args) -> dict[str, Any]:
+    """Every figure the flags ask for, as one JSON-ready dict."""
+    import jax
+
+    bench = set_up(bench_config(args))
+    config = bench.config
+    result: dict[str, Any] = {
+        "device": bench.device.device_kind, "platform": bench.device.platform, "jax": jax.__version__,
+        "dtype": bench.dtype, "channels": config.channels, "blocks": config.blocks,
+        "simulations": config.mcts_simulations, "search": config.search, "selfplay_batch": config.selfplay_batch,
+        "batch_size": config.batch_size, "devices": bench.parallel.size}
+    params = bench.parallel.replicate(bench.params)
+    play, games, trajectory = time_selfplay(bench, params, args.duration, result)
+    step, state, buffer = time_training(bench, params, games, trajectory, args.duration, result)
+    utilisation(bench, games, result)
+    if args.breakdown:
+        result["breakdown"] = breakdown(config, bench.parallel, bench.apply_fn, params, games, play, args.duration)
     if args.profile:
         with jax.profiler.trace(args.profile):
             with jax.named_scope("bench_selfplay"):
@@ -268,15 +309,15 @@ def run(args) -> dict[str, Any]:
             with jax.named_scope("bench_train"):
                 jax.block_until_ready(step(state, buffer, jax.random.PRNGKey(5)))
         result["profile"] = args.profile
-
     if args.naive:
         try:
             from benchmarks import naive_reference
         except ImportError:
             raise ConfigError("--naive needs benchmarks/naive_reference.py: run from the repository root") from None
-        naive = naive_reference.play(config, local_params, moves=args.naive, simulations=config.mcts_simulations, seed=0)
+        naive = naive_reference.play(config, bench.params, moves=args.naive, simulations=config.mcts_simulations,
+                                     seed=0)
         result["naive"] = naive
-        result["speedup_over_naive"] = positions / naive["moves_per_s"]
+        result["speedup_over_naive"] = result["selfplay_positions_per_s"] / naive["moves_per_s"]
     return result
 
 

@@ -12,8 +12,14 @@ import tempfile  # noqa: E402
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# Identical programs compiled by different tests (each training run compiles its own) load from this cache.
-XLA_CACHE = tempfile.mkdtemp(prefix="chessbrain-xla-cache-")
+# Identical programs compiled by different tests (each training run compiles its own) load from this cache; it is
+# shared by the pytest-xdist workers of one run and by the subprocesses tests start (they inherit the variables).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+XLA_CACHE = (os.path.join(tempfile.gettempdir(), f"chessbrain-xla-cache-{_RUN}") if _RUN
+             else tempfile.mkdtemp(prefix="chessbrain-xla-cache-"))
+os.makedirs(XLA_CACHE, exist_ok=True)
+CACHE_ENVIRONMENT = {"JAX_COMPILATION_CACHE_DIR": XLA_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
+os.environ.update(CACHE_ENVIRONMENT)
 jax.config.update("jax_compilation_cache_dir", XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 

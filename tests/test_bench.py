@@ -20,6 +20,7 @@ def test_hand_counted_flops_agree_with_xla_cost_analysis(channels, blocks):
     assert counted <= measured <= 1.05 * counted  # XLA also counts norms and activations
 
 
+@pytest.mark.slow
 def test_bench_reports_consistent_figures(capsys):
     assert bench.main(["--channels", "8", "--blocks", "1", "--simulations", "4", "--selfplay-batch", "4",
                        "--plies", "2", "--batch-size", "8", "--duration", "0.3", "--breakdown", "--json"]) == 0

@@ -17,6 +17,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests.conftest import CACHE_ENVIRONMENT
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--channels", "8", "--blocks", "1", "--mcts-simulations", "2", "--gumbel-considered-actions", "2",
         "--plies-per-episode", "4", "--batch-size", "8", "--replay-capacity", "256", "--quiet"]
@@ -26,7 +28,7 @@ def _environment(devices: int | None) -> dict[str, str]:
     """A clean environment on the CPU with `devices` forced host devices (None: JAX's default, or --cpu-devices)."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("CHESSBRAIN_", "JAX_", "SLURM_", "XLA_FLAGS"))}
-    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **CACHE_ENVIRONMENT)
     if devices is not None:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
@@ -130,6 +132,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_on_four_devices_is_exact_placed_and_restorable():
     out = _python(DATA_PARALLEL_CHECKS, devices=4)
     assert out["devices"] == 4
@@ -151,6 +154,7 @@ def test_data_parallel_on_four_devices_is_exact_placed_and_restorable():
     assert out["restored_on_1"] == [True, 1, True]
 
 
+@pytest.mark.slow
 def test_four_device_training_resumes_on_one_device(tmp_path):
     common = ["--job-id", "dp", "--log-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"),
               "--selfplay-batch", "8", "--selfplay-pgn-games", "2", *TINY]
@@ -188,6 +192,7 @@ def test_cpu_devices_auto_picks_a_divisor_of_both_batches():
     assert cpu_device_count(make_config(cpu_devices=3), cores=2) == 3
 
 
+@pytest.mark.slow
 def test_producer_consumer_finishes_drains_and_reports_staleness(tmp_path):
     args = ["--job-id", "pc", "--log-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"),
             "--selfplay-batch", "8", "--producer-workers", "2", "--producer-queue-size", "2",
@@ -224,6 +229,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_job_on_localhost(tmp_path):
     port = _free_port()
     common = ["--job-id", "mp", "--log-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck"),
