@@ -63,6 +63,33 @@ def init_selfplay(config: Config, start: chess_env.State | None = None) -> SelfP
     )
 
 
+def choose_action(config: Config, env: chess_env.State, output, key_explore: jax.Array,
+                  key_random: jax.Array) -> jax.Array:
+    """`i32[B]` the move each game plays: the search's choice (PUCT: sampled by visits for the first
+    `temperature_plies` plies, then the most visited), replaced with probability `exploration_rate` by a uniformly
+    random legal move."""
+    action = output.action
+    if config.search == "puct":
+        action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, output.best_action)
+    explore = jax.random.bernoulli(key_explore, config.exploration_rate, action.shape)
+    random_action = jax.random.categorical(key_random, jnp.where(env.legal_action_mask, 0.0, -jnp.inf))
+    return jnp.where(explore, random_action, action).astype(jnp.int32)
+
+
+def ply_stats(ended: targets.PlyOutcome) -> dict[str, jax.Array]:
+    """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games."""
+    finished = ended.done & ~ended.truncated
+    return dict(
+        games_finished=finished.sum(),
+        white_wins=(finished & (ended.white_result > 0)).sum(),
+        black_wins=(finished & (ended.white_result < 0)).sum(),
+        draws=(finished & (ended.white_result == 0)).sum(),
+        truncated=ended.truncated.sum(),
+        adjudicated_wins=(ended.truncated & (ended.cut_result != 0) & jnp.isfinite(ended.cut_result)).sum(),
+        ended_game_plies=jnp.where(ended.done, ended.ply, 0).sum(),
+    )
+
+
 def make_play_episode(config: Config, apply_fn: ApplyFn):
     """Returns the pure `play_episode(params, selfplay_state, key, first_slot=0) -> (selfplay_state, Trajectory,
     stats)` for `config.selfplay_batch` games; `first_slot` numbers them in the trajectory (a device's share of the
@@ -82,15 +109,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         key_search, key_explore, key_random = jax.random.split(key, 3)
         with jax.named_scope("search"):
             output = search(params, key_search, env)
-        legal = env.legal_action_mask
-        action = output.action
-        if config.search == "puct":
-            action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, output.best_action)
-        explore = jax.random.bernoulli(key_explore, config.exploration_rate, (batch,))
-        random_action = jax.random.categorical(key_random, jnp.where(legal, 0.0, -jnp.inf))
-        action = jnp.where(explore, random_action, action).astype(jnp.int32)
-
-        legal_actions, policy = jax.vmap(encoding.compact_policy)(legal, output.action_weights)
+        action = choose_action(config, env, output, key_explore, key_random)
+        legal_actions, policy = jax.vmap(encoding.compact_policy)(env.legal_action_mask, output.action_weights)
         record = Trajectory(
             position=Position(
                 observation=encoding.pack_observation(env.observation),
@@ -106,22 +126,12 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         with jax.named_scope("env_step"):
             next_env = chess_env.step(env, action)
         ended = targets.ply_outcome(config, env, next_env)
-        done, truncated, ply = ended.done, ended.truncated, ended.ply
         results, result_plies, generation = targets.record(results, result_plies, generation, ended)
+        done = ended.done
         next_env = jax.tree.map(
             lambda new, reset: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), reset, new), next_env, fresh)
 
-        finished = done & ~truncated
-        stats = dict(
-            games_finished=finished.sum(),
-            white_wins=(finished & (ended.white_result > 0)).sum(),
-            black_wins=(finished & (ended.white_result < 0)).sum(),
-            draws=(finished & (ended.white_result == 0)).sum(),
-            truncated=truncated.sum(),
-            adjudicated_wins=(truncated & (ended.cut_result != 0) & jnp.isfinite(ended.cut_result)).sum(),
-            ended_game_plies=jnp.where(done, ply, 0).sum(),
-        )
-        return SelfPlayState(next_env, generation, results, result_plies), (record, stats)
+        return SelfPlayState(next_env, generation, results, result_plies), (record, ply_stats(ended))
 
     def play_episode(params, state: SelfPlayState, key: jax.Array, first_slot: int | jax.Array = 0):
         keys = jax.random.split(key, config.plies_per_episode)
