@@ -304,7 +304,10 @@ def _take(states, index):
 def play_match(player_a, player_b, games: int, openings: Sequence[chess.Board] | None = None,
                opening_plies: int = 0, max_plies: int = 512, seed: int = 0,
                progress: Callable[[int, int], None] | None = None) -> list[Game]:
-    """Plays `games` games between A and B and returns them in order (game 2k: A moves first from opening k)."""
+    """Plays `games` games between A and B and returns them in order (game 2k: A moves first from opening k).
+
+    Every ply, A's live games and B's live games each get one batched call (a host player, such as Stockfish,
+    answers per board); python-chess replays every move, so no illegal move can be recorded."""
     import jax
 
     from chessbrain_jax.play import notation
@@ -318,54 +321,75 @@ def play_match(player_a, player_b, games: int, openings: Sequence[chess.Board] |
     boards = [starts[i // 2].copy() for i in range(games)]
     first_states = [notation.board_to_state(board) for board in starts]
     states = notation.stack_states([first_states[i // 2] for i in range(games)])
-    groups = [np.arange(parity, games, 2) for parity in (0, 1)]
     done = np.zeros(games, bool)
     results: list[tuple[float, str, str] | None] = [None] * games
-
     for ply in range(max_plies):
         if done.all():
             break
-        actions = np.zeros(games, np.int32)
-        for parity, index in enumerate(groups):
-            mover = player_a if parity == ply % 2 else player_b
-            live = index[~done[index]]
-            if not len(live):
-                continue
-            if getattr(mover, "is_host", False):
-                for i in live:
-                    actions[i] = notation.move_to_action(boards[i], mover.move(boards[i]))
-            else:
-                key, subkey = jax.random.split(key)
-                actions[index] = np.asarray(mover.actions(subkey, _take(states, index)))
+        actions, key = _choose_actions((player_a, player_b) if ply % 2 == 0 else (player_b, player_a), states,
+                                       boards, done, key)
         states, reward = _step(states, jax.numpy.asarray(actions))
-        terminated, reward = jax.device_get((states.terminated, reward))
-        for i in np.flatnonzero(~done):
-            board = boards[i]
-            move = notation.action_to_move(board, int(actions[i]))
-            if move not in board.legal_moves:
-                raise RuntimeError(f"internal error: illegal move {move.uci()} in {board.fen()}")
-            mover_white = board.turn == chess.WHITE
-            board.push(move)
-            if not terminated[i]:
-                continue
-            done[i] = True
-            if reward[i] > 0:
-                if not board.is_checkmate():
-                    raise RuntimeError(f"internal error: pgx scored a win without checkmate in {board.fen()}")
-                results[i] = (1.0 if mover_white else 0.0, "normal", "checkmate")
-            else:
-                reason = _draw_reason(board)
-                results[i] = (0.5, "adjudication" if reason.startswith("pgx") else "normal", reason)
+        _record_ply(boards, actions, done, results, *jax.device_get((states.terminated, reward)))
         if progress is not None:
             progress(int(done.sum()), games)
-    finished = []
-    for i, board in enumerate(boards):
-        a_white = (i % 2 == 0) == (starts[i // 2].turn == chess.WHITE)
-        result = results[i] or (0.5, "adjudication", f"ply limit {max_plies}")
-        white, black = (describe(player_a), describe(player_b)) if a_white else (describe(player_b),
-                                                                                 describe(player_a))
-        finished.append(Game(board, white, black, a_white, *result))
-    return finished
+    return [_finished(board, starts[i // 2], i, results[i], player_a, player_b, max_plies)
+            for i, board in enumerate(boards)]
+
+
+def _choose_actions(movers, states, boards: list[chess.Board], done: np.ndarray, key):
+    """(`i32[games]` this ply's pgx actions, the next RNG key): `movers[0]` moves in the even-numbered games,
+    `movers[1]` in the odd ones (whoever moves first in a game moves on even plies); finished games get a 0."""
+    import jax
+
+    from chessbrain_jax.play import notation
+
+    games = len(boards)
+    actions = np.zeros(games, np.int32)
+    for parity, mover in enumerate(movers):
+        index = np.arange(parity, games, 2)
+        live = index[~done[index]]
+        if not len(live):
+            continue
+        if getattr(mover, "is_host", False):
+            for i in live:
+                actions[i] = notation.move_to_action(boards[i], mover.move(boards[i]))
+        else:
+            key, subkey = jax.random.split(key)
+            actions[index] = np.asarray(mover.actions(subkey, _take(states, index)))
+    return actions, key
+
+
+def _record_ply(boards: list[chess.Board], actions: np.ndarray, done: np.ndarray, results: list,
+                terminated: np.ndarray, reward: np.ndarray) -> None:
+    """Pushes each live game's move on its board (checked legal), and scores the games pgx ended."""
+    from chessbrain_jax.play import notation
+
+    for i in np.flatnonzero(~done):
+        board = boards[i]
+        move = notation.action_to_move(board, int(actions[i]))
+        if move not in board.legal_moves:
+            raise RuntimeError(f"internal error: illegal move {move.uci()} in {board.fen()}")
+        mover_white = board.turn == chess.WHITE
+        board.push(move)
+        if not terminated[i]:
+            continue
+        done[i] = True
+        if reward[i] > 0:
+            if not board.is_checkmate():
+                raise RuntimeError(f"internal error: pgx scored a win without checkmate in {board.fen()}")
+            results[i] = (1.0 if mover_white else 0.0, "normal", "checkmate")
+        else:
+            reason = _draw_reason(board)
+            results[i] = (0.5, "adjudication" if reason.startswith("pgx") else "normal", reason)
+
+
+def _finished(board: chess.Board, start: chess.Board, index: int, result, player_a, player_b,
+              max_plies: int) -> Game:
+    """Game `index` as played (a game still running at `max_plies` is a draw by adjudication)."""
+    a_white = (index % 2 == 0) == (start.turn == chess.WHITE)
+    result = result or (0.5, "adjudication", f"ply limit {max_plies}")
+    names = (describe(player_a), describe(player_b))
+    return Game(board, *(names if a_white else names[::-1]), a_white, *result)
 
 
 def summarise(games: Sequence[Game]) -> dict[str, Any]:
