@@ -1,10 +1,11 @@
 """Matches between two players, with Elo and PGN (the command line is `chessbrain_jax.arena`).
 
-Players (`parse_player`): a checkpoint step folder, `job:<id>` (its latest checkpoint), `untrained`, `random`, or
-`stockfish`, each with comma-separated options, e.g. `checkpoints/run_step400,sims=64`, `job:run,raw`,
-`stockfish,skill=0,nodes=1000`. Games come in pairs from the same opening with colours swapped: game 2k has A to
-move first, game 2k+1 has B. Every ply, A's games and B's games each make one batched device call (pgx states and
-mctx search for both sides at once); Stockfish answers per board on the host. python-chess replays every move as
+Players (`parse_player`): a checkpoint step folder, `job:<id>` (its latest checkpoint), `untrained`, `random`,
+`greedy`, `minimax` or `stockfish`, each with comma-separated options, e.g. `checkpoints/run_step400,sims=64`,
+`job:run,raw`, `minimax,depth=2`, `stockfish,skill=0,depth=1`. Games come in pairs from the same opening with
+colours swapped: game 2k has A to move first, game 2k+1 has B. Every ply, A's games and B's games each make one
+batched device call (pgx states and mctx search for both sides at once); host players (greedy, minimax,
+Stockfish) answer per board. python-chess replays every move as
 it is played, so an illegal move is impossible to record, and every game is written as PGN.
 """
 
@@ -149,16 +150,23 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
     """A player from a spec string (see the module docstring); `simulations`/`search` are defaults for networks.
 
     Network options: `sims=N` (0 = raw policy), `raw`, `search=gumbel|puct`; `untrained` also takes `channels=`,
-    `blocks=`, `seed=`. Stockfish options: `skill=` (default 0), `nodes=` (default 1000 unless depth/movetime),
-    `depth=`, `movetime=` (ms), `elo=`, `threads=`, `path=`.
+    `blocks=`, `seed=`. `greedy` and `minimax` (`opponents`) take `seed=`, minimax also `depth=` (default 2).
+    Stockfish options: `skill=` (default 0), `nodes=` (default 1000 unless depth/movetime), `depth=`, `movetime=`
+    (ms), `elo=` (its `UCI_LimitStrength` floor is 1350 in Stockfish 15), `threads=`, `path=`.
     """
     from chessbrain_jax.config import ConfigError, load_config
+    from chessbrain_jax.play import opponents
     from chessbrain_jax.play import player as players
     from chessbrain_jax.storage.checkpoint import CheckpointError
 
     kind, options = _options(spec)
     if kind == "random":
         made: Any = players.RandomPlayer()
+    elif kind == "greedy":
+        made = opponents.GreedyPlayer(seed=_int(options, "seed", spec) or 0)
+    elif kind == "minimax":
+        depth = _int(options, "depth", spec, 1)
+        made = opponents.MinimaxPlayer(depth=2 if depth is None else depth, seed=_int(options, "seed", spec) or 0)
     elif kind == "stockfish":
         made = StockfishPlayer(path=options.pop("path", "stockfish"),
                                skill=_int(options, "skill", spec) if "skill" in options else 0,
