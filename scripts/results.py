@@ -1,12 +1,14 @@
-"""Strength along a training run: arena matches for the job's checkpoints, a plot and a JSON summary.
+"""Strength along a training run: the job's checkpoints against a ladder of opponents, a plot and a JSON summary.
 
     python scripts/results.py --job cpu30 [--checkpoint-dir ./checkpoints] [--log-dir ./runs] [--out docs/results]
 
-For the untrained network (same architecture) and every `--every`-th checkpoint (always the last), plays `--games`
-games against the random mover and `--stockfish-games` against `--stockfish` (skipped when Stockfish is not
-installed). The last checkpoint also plays `--final-games` against the random mover, and its raw policy plays the
-untrained network's raw policy. Writes `<out>/<job>.json`, `<out>/<job>.png` (loss and arena score against training
-time, the score's 95% Wilson interval as error bars) and prints a Markdown table. Needs matplotlib (`pip install
+The ladder (`--ladder`, specs as the arena names players, separated by ';') defaults to the random mover, `greedy`
+(one ply: mates, else the biggest capture), `minimax,depth=2` (alpha-beta on material) and Stockfish at skill 0
+limited to depth 1; a rung that cannot start (no Stockfish installed) is left out with a note. The untrained network
+(same architecture) and every `--every`-th checkpoint (always the last) play `--games` games against each rung; the
+last checkpoint also plays `--final-games` against each, and its raw policy plays the untrained network's raw
+policy. Writes `<out>/<job>.json`, `<out>/<job>.png` (loss, and each rung's score against training time with its
+95% Wilson interval) and prints a Markdown table with score and Elo (95% CI) per rung. Needs matplotlib (`pip install
 '.[plot]'`). One NetworkPlayer is reused across checkpoints (only the parameters change), so search compiles once.
 """
 
@@ -68,6 +70,22 @@ def with_cumulative_time(results: dict) -> dict:
                 final_minutes=wall.get(results["final_step"], 0.0) / 60)
 
 
+DEFAULT_LADDER = "random; greedy; minimax,depth=2; stockfish,skill=0,depth=1"
+
+
+def ladder_players(specs: str) -> dict:
+    """{spec: player} for the ';'-separated specs that start (a missing Stockfish is reported and skipped)."""
+    rungs = {}
+    for spec in (part.strip() for part in specs.split(";")):
+        if not spec:
+            continue
+        try:
+            rungs[spec] = arena.parse_player(spec)
+        except arena.ArenaError as error:
+            print(f"results.py: rung {spec!r} left out: {error}", file=sys.stderr)
+    return rungs
+
+
 def evaluate(args) -> dict:
     checkpoints = checkpoint.list_checkpoints(args.checkpoint_dir, args.job)
     if not checkpoints:
@@ -77,47 +95,57 @@ def evaluate(args) -> dict:
     chosen = checkpoints[args.every - 1::args.every]
     if chosen[-1] != checkpoints[-1]:
         chosen.append(checkpoints[-1])
-
     net = player.load_player(chosen[-1].path, simulations=args.simulations)
     config = net.config
     untrained = player.untrained_player(config, simulations=net.simulations, seed=config.seed)
-    random_mover = player.RandomPlayer()
-    stockfish = None
-    if args.stockfish_games:
-        try:
-            stockfish = arena.parse_player(args.stockfish)
-        except arena.ArenaError as error:
-            print(f"results.py: no Stockfish games: {error}", file=sys.stderr)
-
-    points = []
-    for label, step, params in [("untrained", 0, untrained.params)] + [
-            (f"step {info.step}", info.step, None) for info in chosen]:
-        if params is None:
-            params = checkpoint.load_network(next(i.path for i in chosen if i.step == step)).params
-        net.params, net.name = params, f"{args.job}_step{step}" if step else "untrained"
-        print(f"{label} ({wall.get(step, 0.0) / 60:.1f} min):", file=sys.stderr, flush=True)
-        point = {"step": step, "minutes": wall.get(step, 0.0) / 60,
-                 "random": match(net, random_mover, args.games, seed=step)}
-        if stockfish is not None:
-            point["stockfish"] = match(net, stockfish, args.stockfish_games, seed=step)
-        points.append(point)
-
-    print("final checkpoint:", file=sys.stderr, flush=True)
-    net.params, net.name = checkpoint.load_network(chosen[-1].path).params, f"{args.job}_step{chosen[-1].step}"
-    final = {"random": match(net, random_mover, args.final_games, seed=12345)}
-    trained_raw = player.NetworkPlayer(net.apply_fn, net.params, config, simulations=0, name=net.name)
-    untrained_raw = player.NetworkPlayer(untrained.apply_fn, untrained.params, config, simulations=0,
-                                         name="untrained")
-    final["raw_vs_untrained_raw"] = match(trained_raw, untrained_raw, args.final_games, seed=54321, opening_plies=4)
-    if stockfish is not None:
-        stockfish.close()
-    player_text = net.description.replace(net.name, args.job)
-    return {"job": args.job, "config": config.to_dict(), "player": player_text, "stockfish": stockfish.description
-            if stockfish is not None else None, "points": points, "final": final,
+    rungs = ladder_players(args.ladder)
+    try:
+        along = [("untrained", 0, untrained.params)] + [(f"step {info.step}", info.step, info.path) for info in chosen]
+        points = [ladder_point(net, rungs, *checkpoint_at, wall, args) for checkpoint_at in along if args.games]
+        final = final_matches(net, untrained, rungs, chosen[-1], args)
+    finally:
+        for made in rungs.values():
+            if hasattr(made, "close"):
+                made.close()
+    return {"job": args.job, "config": config.to_dict(), "player": net.description.replace(net.name, args.job),
+            "ladder": {spec: arena.describe(made) for spec, made in rungs.items()}, "points": points, "final": final,
             "final_step": chosen[-1].step, "final_minutes": wall.get(chosen[-1].step, 0.0) / 60,
             "metrics": [{name: record.get(name) for name in ("step", "wall_time_s", "loss", "policy_loss",
                                                              "value_loss", "value_targets_known")}
                         for record in metrics]}
+
+
+def ladder_point(net, rungs: dict, label: str, step: int, params, wall: dict, args) -> dict:
+    """`net` with `params` (a checkpoint path, or the arrays) against every rung, `args.games` games each."""
+    if isinstance(params, str):
+        params = checkpoint.load_network(params).params
+    net.params, net.name = params, f"{args.job}_step{step}" if step else "untrained"
+    print(f"{label} ({wall.get(step, 0.0) / 60:.1f} min):", file=sys.stderr, flush=True)
+    return {"step": step, "minutes": wall.get(step, 0.0) / 60,
+            "ladder": {spec: match(net, made, args.games, seed=step) for spec, made in rungs.items()}}
+
+
+def final_matches(net, untrained, rungs: dict, last, args) -> dict:
+    """The last checkpoint: `--final-games` against every rung, and its raw policy against the untrained one's."""
+    print("final checkpoint:", file=sys.stderr, flush=True)
+    net.params, net.name = checkpoint.load_network(last.path).params, f"{args.job}_step{last.step}"
+    final = {spec: match(net, made, args.final_games, seed=12345) for spec, made in rungs.items()}
+    trained_raw = player.NetworkPlayer(net.apply_fn, net.params, net.config, simulations=0, name=net.name)
+    untrained_raw = player.NetworkPlayer(untrained.apply_fn, untrained.params, net.config, simulations=0,
+                                         name="untrained")
+    final["raw_vs_untrained_raw"] = match(trained_raw, untrained_raw, args.final_games, seed=54321, opening_plies=4)
+    return final
+
+
+def as_ladder(results: dict) -> dict:
+    """Results of any version with every point's matches under "ladder" (older files kept "random" and
+    "stockfish" beside "step")."""
+    names = {"random": "random", "stockfish": results.get("stockfish") or "stockfish"}
+    points = [point if "ladder" in point else
+              {"step": point["step"], "minutes": point["minutes"],
+               "ladder": {names[key]: point[key] for key in ("random", "stockfish") if key in point}}
+              for point in results["points"]]
+    return dict(results, points=points)
 
 
 def plot(results: dict, path: str) -> None:
@@ -132,17 +160,16 @@ def plot(results: dict, path: str) -> None:
         losses.plot(minutes, [record[name] for record in results["metrics"]], label=name.replace("_", " "))
     losses.set(xlabel="training time (minutes)", ylabel="training loss", title=f"{results['job']}: loss")
     losses.legend()
-    for opponent, label in (("random", "vs random mover"), ("stockfish", f"vs {results['stockfish']}")):
-        shown = [point for point in results["points"] if opponent in point]
-        if not shown:
-            continue
+    rungs = list(dict.fromkeys(spec for point in results["points"] for spec in point["ladder"]))
+    for spec in rungs:
+        shown = [point for point in results["points"] if spec in point["ladder"]]
         x = [point["minutes"] for point in shown]
-        y = [point[opponent]["score"] for point in shown]
-        bounds = [wilson_interval(p[opponent]["score"], p[opponent]["games"]) for p in shown]
+        y = [point["ladder"][spec]["score"] for point in shown]
+        bounds = [wilson_interval(p["ladder"][spec]["score"], p["ladder"][spec]["games"]) for p in shown]
         low = [y_ - lo for y_, (lo, _) in zip(y, bounds)]
         high = [hi - y_ for y_, (_, hi) in zip(y, bounds)]
-        scores.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=f"{label} "
-                        f"({shown[0][opponent]['games']} games each)")
+        scores.errorbar(x, y, yerr=[low, high], marker="o", capsize=3,
+                        label=f"vs {spec} ({shown[0]['ladder'][spec]['games']} games each)")
     scores.axhline(0.5, color="grey", linewidth=0.5)
     scores.set(xlabel="training time (minutes)", ylabel="score (win 1, draw 0.5)", ylim=(-0.02, 1.02),
                title=f"{results['player']}: arena score")
@@ -152,14 +179,22 @@ def plot(results: dict, path: str) -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| checkpoint | minutes | vs random | Elo (95% CI) | vs Stockfish | Elo (95% CI) |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    """Markdown: one row per evaluated checkpoint and a final row, each rung's W/D/L (score) and Elo (95% CI)."""
+    rungs = list(results.get("ladder") or dict.fromkeys(spec for point in results["points"]
+                                                        for spec in point["ladder"]))
+    rows = ["| checkpoint | minutes | " + " | ".join(f"vs {spec} | Elo (95% CI)" for spec in rungs) + " |",
+            "| --- | --- |" + " --- | --- |" * len(rungs)]
+
+    def cells(matches: dict) -> str:
+        return " | ".join(f"{m['wins']}/{m['draws']}/{m['losses']} ({m['score']:.2f}) | {m['elo_text']}"
+                          if (m := matches.get(spec)) else "- | -" for spec in rungs)
+
     for point in results["points"]:
-        r, s = point["random"], point.get("stockfish")
-        rows.append(f"| {'step ' + str(point['step']) if point['step'] else 'untrained'} | {point['minutes']:.1f} | "
-                    f"{r['wins']}/{r['draws']}/{r['losses']} ({r['score']:.2f}) | {r['elo_text']} | "
-                    + (f"{s['wins']}/{s['draws']}/{s['losses']} ({s['score']:.2f}) | {s['elo_text']} |" if s else
-                       "- | - |"))
+        name = f"step {point['step']}" if point["step"] else "untrained"
+        rows.append(f"| {name} | {point['minutes']:.1f} | {cells(point['ladder'])} |")
+    final_games = max((m["games"] for spec, m in results["final"].items() if spec in rungs), default=0)
+    rows.append(f"| final, {final_games} games | "
+                f"{results['final_minutes']:.1f} | {cells(results['final'])} |")
     return "\n".join(rows)
 
 
@@ -170,10 +205,11 @@ def main(argv=None) -> int:
     parser.add_argument("--log-dir", default="./runs")
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--every", type=int, default=1, help="evaluate every N-th checkpoint (and the last)")
-    parser.add_argument("--games", type=int, default=20, help="games against the random mover per checkpoint")
-    parser.add_argument("--stockfish-games", type=int, default=10, help="games against Stockfish per checkpoint")
-    parser.add_argument("--stockfish", default="stockfish,skill=0", help="the Stockfish opponent, as arena names it")
-    parser.add_argument("--final-games", type=int, default=100)
+    parser.add_argument("--ladder", default=DEFAULT_LADDER, help="opponents, ';'-separated arena specs "
+                        f"(default {DEFAULT_LADDER!r})")
+    parser.add_argument("--games", type=int, default=20, help="games against each rung per checkpoint (0: final "
+                        "matches only)")
+    parser.add_argument("--final-games", type=int, default=100, help="games of the last checkpoint against each rung")
     parser.add_argument("--simulations", type=int, default=None, help="search simulations (default: the job's)")
     parser.add_argument("--replot", action="store_true", help="redraw the plot and table from <out>/<job>.json")
     args = parser.parse_args(argv)
@@ -181,7 +217,7 @@ def main(argv=None) -> int:
         parser.error("--every must be >= 1")
     if args.replot:
         with open(os.path.join(args.out, f"{args.job}.json"), encoding="utf-8") as stream:
-            results = with_cumulative_time(json.load(stream))
+            results = as_ladder(with_cumulative_time(json.load(stream)))
         write_json_atomically(os.path.join(args.out, f"{args.job}.json"), results)
     else:
         results = evaluate(args)
