@@ -4,36 +4,7 @@
     python -m chessbrain_jax.uci --checkpoint-dir checkpoints --job myjob       # the job's latest checkpoint
     python -m chessbrain_jax.uci --channels 8 --blocks 1 --simulations 8      # untrained and tiny: a protocol check
 
-Without a checkpoint the engine plays an untrained network of the default size (`Config`'s 64 channels, 6 blocks,
-smaller with --channels/--blocks): uniform prior and value 0, so its moves are what search alone finds -- a baseline,
-not a player. --simulations and --search set the defaults of the UCI options Simulations and Search (otherwise the
-network's training settings).
-
-Search. mctx runs a whole search as one jitted call, and every distinct simulation count or batch size is a new XLA
-compile (seconds), so `go` runs *chunks*: one compiled call searching `Threads` independent trees of `Simulations`
-simulations from the current position (root parallelism: each tree draws its own Gumbel noise; PUCT trees, searched
-without Dirichlet noise, differ only in mctx's tie-breaking, so Threads helps Gumbel much more than PUCT). `go nodes
-N` runs ceil(N / (Simulations x Threads)) chunks; `go movetime` and clock limits run chunks while the next one is
-expected to fit in the budget (remaining / movestogo (30 if not given) + increment / 2, at most half the remaining
-time); `go infinite` and `go ponder` run until `stop` (or `ponderhit`); plain `go` runs one chunk; every `go` runs
-at least one. Chunks share no tree: the statistics of all trees are summed over the legal moves (Gumbel's improved
-policy, PUCT's visit fractions) and the argmax is played; a single tree plays its `best_action` (the most visited
-move; Gumbel: among those, the one its improved policy rates highest, without self-play's Gumbel noise). `info depth nodes nps score cp time pv` follows every chunk (depth is the pv's length). One
-compiled chunk is kept per (Simulations, Threads, Search); the default one compiles in the background at start-up and
-`isready` waits until the current one is ready, so the GUI's clock does not pay for compiles.
-
-Protocol: uci, isready (answered during a search too), ucinewgame, position startpos|fen <FEN> [moves ...], go
-[nodes|movetime|wtime|btime|winc|binc|movestogo|infinite|ponder|searchmoves ...], stop, ponderhit, setoption name
-Simulations|Threads|Search value ..., debug, quit. `go depth` and `go mate` are ignored (said in an info string). A
-malformed command, an invalid FEN or an illegal move is answered with `info string error: ...` and changes nothing (a
-rejected `position` keeps the previous position; a bad `go` argument is dropped and the search still answers
-`bestmove`). The engine never answers an illegal move: a finished game (python-chess's rules) gets `bestmove 0000`,
-and a position pgx already scores as drawn (threefold repetition, 50-move rule, 512 plies) the network's most likely
-legal move.
-
-stdout carries the protocol only (Python-level prints of libraries go to stderr). A bad flag or an unloadable
-checkpoint is one line on stderr and exit status 2; --debug adds tracebacks, also of errors during the session. Set
-JAX_COMPILATION_CACHE_DIR to keep XLA compiles across runs and make later start-ups fast.
+The user manual (options, how `go` spends its budget, errors) is docs/uci.md; the engine is `play/uci/`.
 """
 
 from __future__ import annotations
@@ -45,10 +16,16 @@ import traceback
 from typing import TYPE_CHECKING, Sequence
 
 from chessbrain_jax.config import ConfigError, OneLineParser, load_config
-from chessbrain_jax.play.uci.engine import PROG, SEARCHES, Output, UciEngine, UsageError, one_line
+from chessbrain_jax.play.uci.protocol import SEARCHES, Output, UciEngine, one_line
 
 if TYPE_CHECKING:
     from chessbrain_jax.play.player import NetworkPlayer
+
+PROG = "chessbrain_jax.uci"
+
+
+class UsageError(Exception):
+    """A bad flag or checkpoint: one line on stderr, exit status 2."""
 
 
 def _positive_int(text: str) -> int:

@@ -46,7 +46,7 @@ def test_compact_node_state_steps_exactly_like_the_full_state():
     next state (observation with its repetition planes, legal moves, result, hashes) as the full state."""
     tour_fen, tour = _rook_tour()
     fens = STARTS * 4 + [tour_fen]
-    start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[chess_env.from_fen(fen) for fen in fens])
+    start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[notation.from_fen(fen) for fen in fens])
     scripted = np.full((PLIES, len(fens)), -1, np.int32)  # -1: a random legal move
     scripted[:len(tour), -1] = tour
     keys = jax.random.split(jax.random.PRNGKey(0), PLIES)

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax.core import chess_env, learner, model, replay, selfplay
+from chessbrain_jax.core import learner, model, replay, selfplay
 from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
@@ -38,7 +38,7 @@ def test_training_on_searched_mates_teaches_the_raw_policy_to_mate():
     network = model.make_network(config)
     params = model.init_params(network, jax.random.PRNGKey(0))
     apply_fn = model.make_apply(network)
-    start = notation.stack_states([chess_env.from_fen(fen) for fen in MATES_IN_ONE])
+    start = notation.stack_states([notation.from_fen(fen) for fen in MATES_IN_ONE])
 
     # One self-play ply from each position: the search's policy target, and the game's result as value target.
     play = jax.jit(selfplay.make_play_episode(config, apply_fn))

@@ -9,6 +9,7 @@ import pytest
 
 from chessbrain_jax.core import chess_env, model
 from chessbrain_jax.core.types import NUM_ACTIONS
+from chessbrain_jax.play import notation
 
 
 @pytest.mark.parametrize("fen", [
@@ -16,7 +17,7 @@ from chessbrain_jax.core.types import NUM_ACTIONS
     "r3k2r/p1ppqpb1/bn2pnp1/3PN3/1p2P3/2N2Q1p/PPPBBPPP/R3K2R w KQkq - 0 1",
 ])
 def test_policy_order_maps_observation_cells_to_pgx_squares(fen):
-    state = chess_env.from_fen(fen)
+    state = notation.from_fen(fen)
     board = np.asarray(state._x.board)  # pgx square order, side to move positive
     observation = state.observation[None]
     for piece in range(1, 7):

@@ -52,10 +52,10 @@ def pgx_step():
 
 @pytest.mark.parametrize("fen, line, repeats", LINES + [random_line(0, 120), random_line(1, 120)])
 def test_observation_and_game_end_match_pgx(fen, line, repeats, pgx_step):
-    """At every ply the numpy observation equals pgx's (stepped from `chess_env.from_fen`, as `board_to_state`
+    """At every ply the numpy observation equals pgx's (stepped from `notation.from_fen`, as `board_to_state`
     does), and the game ends exactly where pgx ends it."""
     board = chess.Board(fen)
-    state = chess_env.from_fen(fen)
+    state = notation.from_fen(fen)
     history = naive_reference.game_history(board)
     repeated_somewhere = False
     for uci in line.split() + [None]:

@@ -46,7 +46,7 @@ def test_special_moves():
     ]
     for fen, ucis in cases:
         board = chess.Board(fen)
-        state = chess_env.from_fen(fen)
+        state = notation.from_fen(fen)
         pgx_legal = set(np.flatnonzero(np.asarray(state.legal_action_mask)).tolist())
         assert pgx_legal == notation.legal_actions(board), fen
         for uci in ucis:
@@ -66,12 +66,12 @@ def test_special_moves():
 ])
 def test_bad_fen_is_a_one_line_value_error(fen, fragment):
     with pytest.raises(ValueError) as caught:
-        chess_env.from_fen(fen)
+        notation.from_fen(fen)
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_short_fen_gets_default_clocks():
-    state = chess_env.from_fen("4k3/8/8/8/8/8/8/4K2R w K -")
+    state = notation.from_fen("4k3/8/8/8/8/8/8/4K2R w K -")
     assert int(state._x.fullmove_count) == 1 and bool(state.legal_action_mask.any())
 
 
@@ -143,7 +143,7 @@ def test_from_fen_equals_pgx_parser_with_an_empty_history(fen):
     """Same state as pgx's parser, except that nothing precedes the root (pgx's shows the start position there)."""
     from pgx.experimental.chess import from_fen as pgx_from_fen
 
-    ours, theirs = chess_env.from_fen(fen), pgx_from_fen(chess.Board(fen).fen())
+    ours, theirs = notation.from_fen(fen), pgx_from_fen(chess.Board(fen).fen())
     history = {"board_history", "hash_history"}
     for (path, mine), reference in zip(jax.tree_util.tree_leaves_with_path(ours), jax.tree.leaves(theirs)):
         name = jax.tree_util.keystr(path)
@@ -162,6 +162,6 @@ def test_from_fen_equals_pgx_parser_with_an_empty_history(fen):
 def test_start_position_from_fen_looks_like_a_fresh_game():
     """What the network sees from a FEN of the start position equals what self-play shows it (ENV.init)."""
     fresh = jax.tree.map(lambda leaf: leaf[0], chess_env.initial_states(1))
-    parsed = chess_env.from_fen(chess.STARTING_FEN)
+    parsed = notation.from_fen(chess.STARTING_FEN)
     np.testing.assert_array_equal(np.asarray(parsed.observation), np.asarray(fresh.observation))
     np.testing.assert_array_equal(np.asarray(parsed.legal_action_mask), np.asarray(fresh.legal_action_mask))

@@ -21,7 +21,7 @@ MATE_IN_ONE = [
 
 @pytest.fixture(scope="module")
 def mate_states():
-    states = [chess_env.from_fen(fen) for fen, _ in MATE_IN_ONE]
+    states = [notation.from_fen(fen) for fen, _ in MATE_IN_ONE]
     mates = [notation.move_to_action(chess.Board(fen), chess.Move.from_uci(uci)) for fen, uci in MATE_IN_ONE]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), np.array(mates)
 
@@ -92,7 +92,7 @@ def test_best_action_plays_the_mate_that_gumbels_sampled_choice_sometimes_misses
     fen = "rnbqkbnr/pppp1ppp/8/4p3/6P1/5P2/PPPPP2P/RNBQKBNR b KQkq - 0 2"
     mate = notation.move_to_action(chess.Board(fen), chess.Move.from_uci("d8h4"))
     _, params, apply_fn = tiny_network
-    states = notation.stack_states([chess_env.from_fen(fen)] * 64)
+    states = notation.stack_states([notation.from_fen(fen)] * 64)
     config = make_config(mcts_simulations=32, gumbel_considered_actions=32)
     output = jax.jit(make_search_fn(config, apply_fn))(params, jax.random.PRNGKey(0), states)
     assert np.all(np.asarray(output.best_action) == mate)

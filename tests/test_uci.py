@@ -21,7 +21,9 @@ import pytest
 
 from chessbrain_jax.core.types import NUM_ACTIONS
 from chessbrain_jax.play import notation
-from chessbrain_jax.play.uci.engine import PV_LENGTH, ChunkResult, GoCommand, SearchTotals, parse_go
+from chessbrain_jax.play.uci.chunks import PV_LENGTH, ChunkResult
+from chessbrain_jax.play.uci.clock import GoCommand, parse_go
+from chessbrain_jax.play.uci.search import SearchTotals
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = [sys.executable, "-m", "chessbrain_jax.uci", "--channels", "8", "--blocks", "1", "--simulations", "8"]

@@ -6,15 +6,10 @@ stores per node, the version to record in checkpoints) lives here, so a pgx upgr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 import pgx
 import pgx.chess
-
-if TYPE_CHECKING:
-    import chess
 
 ENV = pgx.make("chess")
 PGX_VERSION = pgx.__version__
@@ -107,52 +102,12 @@ def expand(state: State, legal_mask: jax.Array) -> State:
     )
 
 
-def position_problems(board: chess.Board) -> str:
-    """Why python-chess finds `board` illegal ("no white king, opposite check"), or "" for a legal position."""
-    import chess
-
-    status = board.status()
-    return ", ".join(flag.name.lower().replace("_", " ") for flag in chess.Status if flag and flag & status)
-
-
-def from_fen(fen: str) -> State:
-    """One unbatched pgx state from a FEN string.
-
-    python-chess checks it first (pgx's parser does not): a malformed FEN or an impossible position (missing king,
-    side not to move in check, pawns on the back rank, ...) raises ValueError with a one-line reason. The parsing
-    follows `pgx.experimental.chess.from_fen`, but the state is built in one jitted call (pgx's takes about a second
-    per position in un-jitted array operations) and the history before the root is empty, as after `ENV.init`.
-    """
-    import chess
-    import numpy as np
-
-    try:
-        board = chess.Board(fen)
-    except ValueError as error:
-        raise ValueError(f"invalid FEN {fen!r}: {error}") from None
-    problems = position_problems(board)
-    if problems:
-        raise ValueError(f"FEN {fen!r} is not a legal position: {problems}")
-    white = board.turn == chess.WHITE
-    pieces = np.zeros((8, 8), np.int32)  # [rank from 8 down to 1, file], white positive
-    for square, piece in board.piece_map().items():
-        pieces[7 - chess.square_rank(square), chess.square_file(square)] = piece.piece_type * (1 if piece.color else -1)
-    castling = np.array([[board.has_queenside_castling_rights(chess.WHITE),
-                          board.has_kingside_castling_rights(chess.WHITE)],
-                         [board.has_queenside_castling_rights(chess.BLACK),
-                          board.has_kingside_castling_rights(chess.BLACK)]])
-    en_passant = -1
-    if board.ep_square is not None:  # python-chess keeps it only when a capture is possible; pgx's rules agree
-        file, rank = chess.square_file(board.ep_square), chess.square_rank(board.ep_square)
-        en_passant = file * 8 + (rank if white else 7 - rank)
-    if not white:
-        pieces, castling = -pieces[::-1], castling[::-1]
-    return _build_state(np.rot90(pieces, k=3).reshape(-1).copy(), np.int32(0 if white else 1), castling.copy(),
-                        np.int32(en_passant), np.int32(board.halfmove_clock), np.int32(board.fullmove_number))
-
-
 @jax.jit
-def _build_state(board, color, castling, en_passant, halfmove, fullmove) -> State:
+def state_from_arrays(board, color, castling, en_passant, halfmove, fullmove) -> State:
+    """One unbatched pgx state from pgx's own encoding of a position (as `notation.from_fen` builds it): `i32[64]`
+    board from the mover's side (squares file * 8 + rank), colour 0 white / 1 black, `bool[2, 2]` castling rights
+    (mover first), en passant square or -1, halfmove and fullmove counters. One jitted call (pgx's own parser
+    takes about a second per position in un-jitted array operations); the history before it is empty."""
     from pgx._src.games.chess import Game, GameState, _legal_action_mask
     from pgx.experimental.chess import _update_history
 

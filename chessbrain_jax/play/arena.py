@@ -227,7 +227,7 @@ def read_openings(path: str) -> list[chess.Board]:
                 board.set_epd(line)
         except ValueError as error:
             raise ArenaError(f"{path}:{number}: not a FEN or EPD position ({error})") from None
-        from chessbrain_jax.core.chess_env import position_problems
+        from chessbrain_jax.play.notation import position_problems
 
         problems = position_problems(board)
         if problems:

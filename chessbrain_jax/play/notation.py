@@ -96,11 +96,50 @@ def legal_actions(board: chess.Board) -> set[int]:
 _step_one = jax.jit(chess_env.ENV.step)
 
 
+def position_problems(board: chess.Board) -> str:
+    """Why python-chess finds `board` illegal ("no white king, opposite check"), or "" for a legal position."""
+    status = board.status()
+    return ", ".join(flag.name.lower().replace("_", " ") for flag in chess.Status if flag and flag & status)
+
+
+def from_fen(fen: str) -> chess_env.State:
+    """One unbatched pgx state from a FEN string.
+
+    python-chess checks it first (pgx's parser does not): a malformed FEN or an impossible position (missing king,
+    side not to move in check, pawns on the back rank, ...) raises ValueError with a one-line reason. The parsing
+    follows `pgx.experimental.chess.from_fen`, but the state is built in one jitted call
+    (`chess_env.state_from_arrays`) and the history before the root is empty, as after `ENV.init`.
+    """
+    try:
+        board = chess.Board(fen)
+    except ValueError as error:
+        raise ValueError(f"invalid FEN {fen!r}: {error}") from None
+    problems = position_problems(board)
+    if problems:
+        raise ValueError(f"FEN {fen!r} is not a legal position: {problems}")
+    white = board.turn == chess.WHITE
+    pieces = np.zeros((8, 8), np.int32)  # [rank from 8 down to 1, file], white positive
+    for square, piece in board.piece_map().items():
+        pieces[7 - chess.square_rank(square), chess.square_file(square)] = piece.piece_type * (1 if piece.color else -1)
+    castling = np.array([[board.has_queenside_castling_rights(chess.WHITE),
+                          board.has_kingside_castling_rights(chess.WHITE)],
+                         [board.has_queenside_castling_rights(chess.BLACK),
+                          board.has_kingside_castling_rights(chess.BLACK)]])
+    en_passant = -1
+    if board.ep_square is not None:  # python-chess keeps it only when a capture is possible; pgx's rules agree
+        file, rank = chess.square_file(board.ep_square), chess.square_rank(board.ep_square)
+        en_passant = file * 8 + (rank if white else 7 - rank)
+    if not white:
+        pieces, castling = -pieces[::-1], castling[::-1]
+    return chess_env.state_from_arrays(np.rot90(pieces, k=3).reshape(-1).copy(), np.int32(0 if white else 1), castling.copy(),
+                        np.int32(en_passant), np.int32(board.halfmove_clock), np.int32(board.fullmove_number))
+
+
 def board_to_state(board: chess.Board) -> chess_env.State:
     """The unbatched pgx state of `board`, history included: its root position (FEN) is stepped through the board's
     move stack, so repetition counts and the network's history planes match the game that was played."""
     start = board.root()
-    state = chess_env.from_fen(start.fen())
+    state = from_fen(start.fen())
     for move in board.move_stack:
         state = _step_one(state, jnp.int32(move_to_action(start, move)))
         start.push(move)

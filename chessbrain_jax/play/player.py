@@ -115,7 +115,7 @@ class NetworkPlayer:
         """Searches `board` (a python-chess board with its game, or a FEN; not game over). `state` (from
         `notation.board_to_state(board)`) saves rebuilding it. A bad FEN raises a one-line ValueError."""
         if isinstance(board, str):
-            chess_env.from_fen(board)  # validates, with a one-line reason
+            notation.from_fen(board)  # validates, with a one-line reason
             board = chess.Board(board)
         if board.is_game_over(claim_draw=False) or not any(board.legal_moves):
             raise ValueError(f"no move to search in {board.fen()}: the game is over")
