@@ -128,8 +128,12 @@ class Config:
 
     # --- Learner and replay.
     learning_rate: float = _field(1e-3, "Peak learning rate.", group=LEARN, minimum=0.0)
-    lr_schedule: str = _field("constant", "constant, or cosine decay to 0 over the run after warm-up.", group=LEARN,
-                              choices=("constant", "cosine"))
+    lr_schedule: str = _field("constant", "constant, or cosine decay to 0 over --lr-decay-episodes after warm-up.",
+                              group=LEARN, choices=("constant", "cosine"))
+    lr_decay_episodes: int = _field(0, "Cosine schedule: the episodes over which the learning rate decays to 0 "
+                                    "(warm-up included). 0 = the job's --episodes when it starts. Stored with the "
+                                    "job: a --resume with more --episodes keeps it, and trains at learning rate 0 "
+                                    "past it.", group=LEARN, minimum=0)
     warmup_steps: int = _field(0, "Linear warm-up, in optimizer steps.", group=LEARN, minimum=0)
     optimizer: str = _field("adam", "adam, or sgd with Nesterov momentum 0.9 (AlphaZero).", group=LEARN,
                             choices=("adam", "sgd"))

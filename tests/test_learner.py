@@ -85,6 +85,51 @@ def test_multisteps_accumulation_matches_one_large_batch(optimizer):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6), small.params, large.params)
 
 
+def test_accumulation_with_unequal_known_counts_averages_the_micro_batch_gradients():
+    """Known targets 4, 1, 0, 3 in the four micro-batches: each normalises its value loss by its own count and
+    MultiSteps averages the gradients (`learner.loss_fn`), which is not one batch of 16 (8 known)."""
+    known = np.array([4, 1, 0, 3])
+    mask = jnp.asarray(np.arange(4)[None, :] < known[:, None]).reshape(16)
+    batch = _batch(16, seed=3)._replace(value_mask=mask)
+    micro = [jax.tree.map(lambda x: x[index * 4:(index + 1) * 4], batch) for index in range(4)]
+    # SGD: the update is linear in the gradient (Adam's first step is nearly its sign), so weightings show.
+    small_config = make_config(batch_size=4, grad_accum_steps=4, optimizer="sgd", learning_rate=1e-2)
+    small, small_step = _setup(small_config)
+    params = small.params
+    for micro_batch in micro:
+        small, _ = small_step(small, micro_batch)
+    assert int(small.step) == 1
+
+    network = model.make_network(small_config)
+    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    grad_fn = jax.jit(jax.grad(learner.loss_fn, has_aux=True), static_argnums=(2, 3))
+    l2_weight = small_config.l2_weight
+    grads = [grad_fn(params, b, apply_fn, l2_weight)[0] for b in micro]
+    without_value = [grad_fn(params, b._replace(value_mask=jnp.zeros(4, bool)), apply_fn, l2_weight)[0] for b in micro]
+    one_batch = grad_fn(params, batch, apply_fn, l2_weight)[0]
+
+    def mean(trees, weights):
+        return jax.tree.map(lambda *leaves: sum(w * leaf for w, leaf in zip(weights, leaves)), *trees)
+
+    def close(a, b):
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6), a, b)
+
+    # The exact relation: the step applies the inner optimizer to the plain mean of the micro-batch gradients.
+    reference_config = make_config(batch_size=16, grad_accum_steps=1, optimizer="sgd", learning_rate=1e-2)
+    reference, reference_step = _setup(reference_config)
+    optimizer = learner.make_optimizer(reference_config)
+    updates, _ = optimizer.update(mean(grads, [0.25] * 4), reference.opt_state, params)
+    close(small.params, jax.tree.map(lambda p, u: p + u, params, updates))
+    # One batch of 16 weighs micro-batch i's (normalised) value gradient n_i / 8, the accumulation 1 / 4 each;
+    # policy and L2 gradients agree.
+    value = [jax.tree.map(jnp.subtract, g, w) for g, w in zip(grads, without_value)]
+    close(one_batch, jax.tree.map(jnp.add, mean(without_value, [0.25] * 4), mean(value, known / known.sum())))
+    one_batch_state, _ = reference_step(reference, batch)
+    difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(small.params),
+                                                                   jax.tree.leaves(one_batch_state.params)))
+    assert difference > 1e-4, difference  # not one batch of 16 when the counts differ
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_both_precisions_train_with_finite_losses(dtype):
     config = make_config(batch_size=8)
@@ -102,6 +147,15 @@ def test_learning_rate_schedules():
     assert float(cosine(3)) < 0.1
     constant = learner.learning_rate_schedule(make_config(learning_rate=0.1))
     assert float(constant(0)) == float(constant(1000)) == pytest.approx(0.1)
+
+
+def test_cosine_decays_over_lr_decay_episodes():
+    stored = make_config(lr_schedule="cosine", episodes=4, lr_decay_episodes=2, learning_rate=0.1)
+    assert stored.optimizer_steps_per_episode == 2  # 4 games x 4 plies / batch 8: a 4-step horizon
+    schedule = learner.learning_rate_schedule(stored)
+    assert float(schedule(2)) == pytest.approx(0.05) and float(schedule(4)) == float(schedule(7)) == 0.0
+    unset = learner.learning_rate_schedule(make_config(lr_schedule="cosine", episodes=4, learning_rate=0.1))
+    assert float(unset(4)) == pytest.approx(0.05) and float(unset(8)) == 0.0  # 0: over --episodes
 
 
 def test_scan_and_host_training_loops_agree():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,12 +94,44 @@ def test_sample_shapes_dtypes_and_content():
     assert bool(jnp.all(batch.legal_mask[:, jnp.array([5, 100, 4671])]))
     assert bool(jnp.all(batch.observation[..., :112] == 1.0))
     ids = np.asarray(batch.policy[:, 5]).astype(int)  # entry id was stored as the weight of action 5
-    assert set(ids) <= set(range(12)) and len(set(ids)) > 4
+    assert set(ids) <= set(range(12))  # uniformity: test_sample_is_uniform_over_the_filled_entries
     # Value from the mover's view: slot = id % 4, white to move on even t = id // 4.
     white_result = np.array([1, -1, 0, 1])[ids % 4]
     expected = np.where((ids // 4) % 2 == 0, white_result, -white_result)
     np.testing.assert_array_equal(np.asarray(batch.value), expected)
     assert bool(batch.value_mask.all())
+
+
+def _chi_square_survival(statistic: float, dof: int) -> float:
+    """P(X >= statistic) for X chi-square with an even `dof` = 2m: exp(-x/2) * sum_{j<m} (x/2)^j / j! (closed form,
+    no scipy)."""
+    half = statistic / 2
+    return math.exp(-half) * sum(half ** j / math.factorial(j) for j in range(dof // 2))
+
+
+def test_sample_is_uniform_over_the_filled_entries():
+    config = make_config(selfplay_batch=B, replay_capacity=32, batch_size=4)  # 8 rows per slot
+    games = jax.tree.map(lambda x: x[:2], _games(config))
+    add = jax.jit(replay.add)  # one program: 3 plies of a two-column block, at any first slot
+    buffer = replay.init_replay(config)
+    for first_id, first_slot in ((1, 1), (101, 2), (201, 2)):
+        buffer = add(buffer, jax.tree.map(lambda x: x[:, :2], _trajectory(first_id)), games, jnp.int32(first_slot))
+    np.testing.assert_array_equal(np.asarray(buffer.size), [0, 3, 8, 6])  # slot 0 empty, slot 2 full and wrapped
+    stored = np.asarray(buffer.positions.observation.scalars[..., 0]).astype(int)  # [row, slot] entry ids; 0 = empty
+    filled = np.concatenate([stored[:size, column] for column, size in enumerate(np.asarray(buffer.size))])
+    assert len(set(filled)) == len(filled) == 17 and 0 not in filled and (stored == 0).sum() == 32 - 17
+
+    draws = 20_000
+    ids = jax.jit(lambda buffer, key: replay.sample(buffer, key, draws).observation[:, 0, 0, encoding.BINARY_PLANES])(
+        buffer, jax.random.PRNGKey(0))  # entry ids only: XLA drops the rest of the batch
+    ids = np.asarray(ids).astype(int)
+    assert set(ids) <= set(filled)  # never an empty entry (id 0), never an entry outside the filled rows
+    counts = np.array([(ids == entry).sum() for entry in filled])
+    expected = draws / len(filled)
+    statistic = float(((counts - expected) ** 2 / expected).sum())
+    # Goodness of fit against uniform over the 17 filled entries (16 degrees of freedom); p < 1e-4 means a statistic
+    # above 45.9. Drawing columns uniformly instead of by their fill level gives ~3600.
+    assert _chi_square_survival(statistic, len(filled) - 1) > 1e-4, (statistic, counts)
 
 
 def test_value_targets_pending_truncated_and_forgotten():

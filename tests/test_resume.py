@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -19,7 +20,7 @@ from chessbrain_jax import train
 from chessbrain_jax.config import load_config
 from chessbrain_jax.core import learner, model
 from chessbrain_jax.run.console import TrainingDiverged, UsageError
-from chessbrain_jax.run.job import prepare_folders
+from chessbrain_jax.run.job import prepare_folders, resumed_config
 from chessbrain_jax.storage import checkpoint
 
 TINY = ["--selfplay-batch", "4", "--plies-per-episode", "4", "--mcts-simulations", "4", "--channels", "8",
@@ -66,6 +67,32 @@ def test_resume_refuses_changed_settings_and_existing_jobs_need_a_flag(straight)
         _run(root, "straight", "--episodes", "5", "--resume", "--channels", "16")
     with pytest.raises(UsageError, match="use --resume to continue it or --overwrite"):
         _run(root, "straight", "--episodes", "5")
+
+
+def test_a_resumed_cosine_job_keeps_its_learning_rate_horizon(tmp_path, capsys):
+    first = _run(tmp_path, "cosine", "--episodes", "2", "--lr-schedule", "cosine")
+    assert checkpoint.load_network(first.checkpoint_path).config.lr_decay_episodes == 2  # stored concrete
+    capsys.readouterr()
+    resumed = _run(tmp_path, "cosine", "--episodes", "4", "--resume")
+    assert ("note: --lr-schedule cosine decays to 0 over the job's --lr-decay-episodes 2: episodes 3-4 train at "
+            "learning rate 0") in capsys.readouterr().err
+    stored = checkpoint.load_network(resumed.checkpoint_path).config
+    assert (stored.lr_decay_episodes, stored.episodes) == (2, 4)
+    # 2 optimizer steps per episode, so a 4-step cosine; each record has the rate of its episode's last step.
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * step / 4)) if step < 4 else 0.0 for step in (1, 3, 5, 7)]
+    np.testing.assert_allclose([r["learning_rate"] for r in _records(tmp_path, "cosine")], expected, rtol=1e-5,
+                               atol=1e-12)
+    with pytest.raises(UsageError, match="--resume: --lr-decay-episodes 4 differs from the job's 2"):
+        _run(tmp_path, "cosine", "--episodes", "6", "--resume", "--lr-decay-episodes", "4")
+
+
+def test_a_checkpoint_without_lr_decay_episodes_decays_over_its_own_episodes(tmp_path):
+    saved = _config(tmp_path, "old", "--episodes", "2", "--lr-schedule", "cosine").to_dict()
+    del saved["lr_decay_episodes"]  # written before the setting existed
+    stored = checkpoint.config_from_meta({"config": saved})
+    assert stored.lr_decay_episodes == 0
+    resumed = resumed_config(stored, _config(tmp_path, "old", "--episodes", "4"), {"episodes"})
+    assert (resumed.lr_decay_episodes, resumed.episodes) == (2, 4)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, capsys):
@@ -153,21 +180,32 @@ def test_kill_9_at_a_random_moment_then_resume(tmp_path, seed):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_COMPILATION_CACHE_DIR": XLA_CACHE,
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    moment = random.Random(seed)
+    after_episode = moment.randint(1, 3)  # an episode takes ~0.2 s here: the kill lands in episodes 2-4 or a save
     for line in process.stderr:
-        if "compiled self-play" in line:
+        if line.startswith(f"episode {after_episode}/"):
             break
-    time.sleep(random.Random(seed).uniform(0.0, 2.0))  # somewhere in the six episodes, saves included
+    # The kill comes after a complete checkpoint (one is saved per episode), so the resume has one to continue from.
+    deadline = time.monotonic() + 60
+    while not checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "kill"):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint before the kill"
+        time.sleep(0.01)
+    time.sleep(moment.uniform(0.0, 0.1))
     process.kill()
     process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed while running, not after finishing
     metrics = tmp_path / "runs" / "kill" / "metrics.jsonl"
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]  # every line is whole JSON
     assert steps == sorted(set(steps))
     saved = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "kill")
-    if saved:
-        assert checkpoint.load_network(saved[-1].path).step == saved[-1].step
+    assert saved, "the checkpoint seen before the kill is gone"
+    newest = checkpoint.load_network(saved[-1].path)
+    assert newest.step == saved[-1].step >= 1 and newest.meta["episode"] >= 1
 
     finished = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert finished.returncode == 0, finished.stderr
+    # It continued from the newest checkpoint of the killed run, not from scratch.
+    assert f"resuming after episode {newest.meta['episode']} from kill_step{newest.step}" in finished.stderr
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["episode"] for r in records] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records] == sorted({r["step"] for r in records})

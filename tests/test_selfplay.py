@@ -1,5 +1,6 @@
 """Self-play: every move legal (replayed through python-chess), results and value targets right for both colours,
-truncation at --max-plies honest, finished games restart, unfinished ones carry over."""
+truncation at --max-plies honest, finished games restart, unfinished ones carry over, PUCT samples moves by visit count
+for --temperature-plies and then plays the most visited."""
 
 from __future__ import annotations
 
@@ -25,17 +26,26 @@ MAX_PLIES = 6
 PLIES = 10
 
 
-def _play(apply_fn, params, **overrides):
+def _episodes(apply_fn, params, seeds, **overrides):
+    """(config, [(final state, host trajectory, host stats) per seed]): one compiled episode from the STARTS."""
     config = make_config(selfplay_batch=4, plies_per_episode=PLIES, mcts_simulations=32, gumbel_considered_actions=32,
                          max_plies=MAX_PLIES, **overrides)
-    starts = [chess_env.from_fen(fen) for fen, _ in STARTS]
+    starts = [notation.from_fen(fen) for fen, _ in STARTS]
     start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *starts)
     state = selfplay.init_selfplay(config, start)
     play = jax.jit(selfplay.make_play_episode(config, apply_fn))
+    played = []
+    for seed in seeds:
+        final, trajectory, stats = play(params, state, jax.random.PRNGKey(seed))
+        played.append((final, jax.device_get(trajectory), jax.device_get(stats)))
+    return config, played
+
+
+def _play(apply_fn, params, **overrides):
     # Gumbel search at 32 simulations misses a mate in one ~10% of the time (its final choice adds Gumbel noise to
     # the scores of the most visited moves); this key's episode plays all three mates.
-    final, trajectory, stats = play(params, state, jax.random.PRNGKey(0))
-    return config, final, jax.device_get(trajectory), jax.device_get(stats)
+    config, [(final, trajectory, stats)] = _episodes(apply_fn, params, (0,), **overrides)
+    return config, final, trajectory, stats
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +104,55 @@ def test_puct_with_random_moves_is_legal_and_consistent(random_episode):
     assert int(stats["games_finished"] + stats["truncated"]) >= 4  # every slot reaches at least the ply cap
 
 
+TEMPERATURE_PLIES = 3
+
+
+@pytest.fixture(scope="module")
+def puct_episodes(tiny_network):
+    """PUCT search without random moves (epsilon = 0), sampling by visit count for the first TEMPERATURE_PLIES plies
+    of each game; four keys of one compiled episode."""
+    _, params, apply_fn = tiny_network
+    _, played = _episodes(apply_fn, params, (0, 1, 2, 3), search="puct", exploration_rate=0.0,
+                          temperature_plies=TEMPERATURE_PLIES)
+    return played
+
+
+def _game_plies(generation: np.ndarray) -> np.ndarray:
+    """`i32[T, B]` the ply of each recorded position within its game: every STARTS game and every restarted one
+    begins at ply 0 (a FEN root counts as ply 0, as `chess_env.plies` does), and a slot's generation steps up when
+    its game ends."""
+    plies = np.zeros_like(generation)
+    for t in range(1, generation.shape[0]):
+        plies[t] = np.where(generation[t] == generation[t - 1], plies[t - 1] + 1, 0)
+    return plies
+
+
+def test_puct_samples_by_visits_for_temperature_plies_then_plays_the_most_visited(puct_episodes):
+    sampled, greedy = [], 0
+    for final, trajectory, _ in puct_episodes:
+        _replay_through_python_chess(final, trajectory)
+        position = trajectory.position
+        plies = _game_plies(np.asarray(position.generation))
+        for t, slot in np.ndindex(plies.shape):
+            legal, policy = position.legal_actions[t, slot], position.policy[t, slot]  # policy: visit fractions
+            action = int(trajectory.action[t, slot])
+            # The search's best_action: the most visited move, the first in action order among ties.
+            most_visited = int(legal[np.argmax(policy)])
+            if plies[t, slot] < TEMPERATURE_PLIES:
+                played_visits = policy[list(legal).index(action)]
+                assert played_visits > 0, (t, slot)  # a move the search visited
+                if policy.max() < 1.0:  # visits spread over several moves: a sample need not be the most visited
+                    sampled.append(action != most_visited)
+            else:
+                assert action == most_visited, (t, slot, plies[t, slot])
+                greedy += 1
+    # 4 keys x 40 moves: plies 0-2 of every game are sampled, plies 3-5 played greedily (106 and 53 here).
+    assert len(sampled) >= 80 and greedy >= 40, (len(sampled), greedy)
+    # 32 simulations over ~20 moves give a few visits each: a sample is mostly not the most visited move (83% of the
+    # time here); playing the most visited one throughout would give 0.
+    assert 0.5 < np.mean(sampled) < 1.0, np.mean(sampled)
+
+
 def _result_of(board: chess.Board, generation: int) -> float | None:
     outcome = board.outcome(claim_draw=True)
     if outcome is None:
@@ -148,8 +207,8 @@ ADJUDICATED = [  # (start, material balance white minus black, white's result wi
 
 def test_material_balance_is_white_minus_black_whoever_moves():
     for fen, balance, _ in ADJUDICATED:
-        assert int(chess_env.material_balance(chess_env.from_fen(fen))) == balance
-    queens = chess_env.from_fen("3qk3/8/8/8/8/8/8/RNB1KBNR b - - 0 1")
+        assert int(chess_env.material_balance(notation.from_fen(fen))) == balance
+    queens = notation.from_fen("3qk3/8/8/8/8/8/8/RNB1KBNR b - - 0 1")
     assert int(chess_env.material_balance(queens)) == 5 + 3 + 3 + 3 + 3 + 5 - 9
 
 
@@ -157,7 +216,7 @@ def test_games_cut_at_the_ply_cap_are_adjudicated_on_material(tiny_network):
     _, params, apply_fn = tiny_network
     config = make_config(selfplay_batch=4, plies_per_episode=2, max_plies=2, mcts_simulations=4,
                          exploration_rate=1.0, adjudicate_material=3)
-    start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[chess_env.from_fen(fen) for fen, _, _ in ADJUDICATED])
+    start = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[notation.from_fen(fen) for fen, _, _ in ADJUDICATED])
     final, trajectory, stats = jax.jit(selfplay.make_play_episode(config, apply_fn))(
         params, selfplay.init_selfplay(config, start), jax.random.PRNGKey(1))
     history = final.results.shape[1]

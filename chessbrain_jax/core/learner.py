@@ -34,7 +34,11 @@ class TrainState:
 
 
 def learning_rate_schedule(config: Config) -> optax.Schedule:
-    total = max(config.episodes * config.optimizer_steps_per_episode, 1)
+    """The learning rate per optimizer step. The cosine decays to 0 over `lr_decay_episodes` episodes, which a new
+    job fixes at its `--episodes` (`run.job.with_lr_horizon`), so a resume with other `--episodes` keeps it; 0 (a
+    config that was never started as a job) means `episodes`."""
+    horizon = config.lr_decay_episodes or config.episodes
+    total = max(horizon * config.optimizer_steps_per_episode, 1)
     if config.lr_schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(
             0.0, config.learning_rate, config.warmup_steps, max(total, config.warmup_steps + 1))
@@ -73,6 +77,17 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     batch and every term is this device's share of the global term: summed over devices, loss, metrics and the
     gradient are exactly those of the whole batch on one device (the value loss is normalised by the global count
     of known targets, not a mean of per-device means).
+
+    With `--grad-accum-steps k` the k micro-batches of an optimizer step are not one batch of k x b: each micro-batch
+    normalises its value loss by its own count n_i of known targets, and `optax.MultiSteps` averages the k gradients,
+    so micro-batch i's value gradient weighs 1/k where one large batch would weigh it n_i / sum(n). (Policy and L2
+    terms are exact.) They agree when every micro-batch has as many known targets. Making it exact would need the
+    group's total count before its first micro-batch is trained: either every micro-step samples the indices of all k
+    micro-batches of its group, or the accumulator keeps the value gradient's sum and the known count apart from
+    MultiSteps' mean (a new optimizer-state layout, which checkpoints would have to migrate). Neither fits the
+    one-sample-then-train micro-step, so the difference stays: it is the spread of n_i between micro-batches, which is
+    largest early in a run, while few games have results (a micro-batch with one known target gives it the weight of
+    a whole micro-batch), and small once micro-batches hold many known targets.
     """
     shards = 1 if axis is None else jax.lax.psum(1, axis)
     global_total = (lambda x: x) if axis is None else (lambda x: jax.lax.psum(x, axis))

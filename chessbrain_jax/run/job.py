@@ -83,8 +83,17 @@ def _make_writable(folders: Sequence[tuple[str, str]]) -> None:
             raise UsageError(f"{flag}: {folder} is not writable")
 
 
+def with_lr_horizon(config: Config) -> Config:
+    """`config` with a concrete `lr_decay_episodes`: 0 becomes `episodes`. Applied to a new job's settings (its horizon
+    is the --episodes it starts with) and to stored ones (a checkpoint written before the setting existed decays
+    over the episodes it was saved with), so the schedule is the job's own and survives a --resume with more
+    --episodes, which is a run control."""
+    return dataclasses.replace(config, lr_decay_episodes=config.lr_decay_episodes or config.episodes)
+
+
 def resumed_config(stored: Config, current: Config, explicit: set[str]) -> Config:
     """The job's stored settings with this invocation's run controls; an explicit change of any other is an error."""
+    stored = with_lr_horizon(stored)
     for name in sorted(explicit - set(RUN_CONTROLS)):
         if getattr(current, name) != getattr(stored, name):
             raise UsageError(f"--resume: {flag_name(name)} {getattr(current, name)} differs from the job's "
@@ -129,6 +138,9 @@ def start_up_notes(config: Config) -> list[str]:
         puct_only = _changed(config, ("mcts_cpuct", "dirichlet_alpha", "dirichlet_fraction", "temperature_plies"))
         if puct_only:
             notes.append(f"{', '.join(puct_only)}: used by --search puct only; this run uses gumbel")
+    if config.lr_schedule == "cosine" and 0 < config.lr_decay_episodes < config.episodes:
+        notes.append(f"--lr-schedule cosine decays to 0 over the job's --lr-decay-episodes {config.lr_decay_episodes}"
+                     f": episodes {config.lr_decay_episodes + 1}-{config.episodes} train at learning rate 0")
     return notes
 
 

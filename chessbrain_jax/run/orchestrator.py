@@ -68,10 +68,12 @@ def start_job(config: Config, resume: bool, overwrite: bool, explicit: set[str])
     if steps:
         config = jobs.resumed_config(states.stored_config(manager, steps, config), config, explicit)
         states.check_run_format(manager, steps, config)
-    elif resume:
-        say(f"--resume: job {config.job_id} has no checkpoints yet; starting it")
-        if exists and writer_process:  # killed before its first checkpoint: its metrics would repeat
-            jobs.keep_metrics_up_to(states.metrics_path(job_dir), 0)
+    else:
+        config = jobs.with_lr_horizon(config)
+        if resume:
+            say(f"--resume: job {config.job_id} has no checkpoints yet; starting it")
+            if exists and writer_process:  # killed before its first checkpoint: its metrics would repeat
+                jobs.keep_metrics_up_to(states.metrics_path(job_dir), 0)
     job = Job(config, devices, writer_process, job_dir, checkpoint_dir, exists, manager, steps)
     place_on_devices(job)
     return job
