@@ -14,6 +14,7 @@ import pytest
 from chessbrain_jax import train
 from chessbrain_jax.config import load_config
 from chessbrain_jax.core import chess_env
+from chessbrain_jax.run.job import with_lr_horizon
 from chessbrain_jax.storage import checkpoint
 from chessbrain_jax.storage.metrics import flatten
 
@@ -78,7 +79,7 @@ def test_tensorboard_events_hold_the_same_scalars(finished_run):
 def test_run_json_records_config_versions_and_devices(finished_run):
     root, _, config, _ = finished_run
     run = json.loads((root / "runs" / "cli" / "run.json").read_text())
-    assert run["config"] == config.to_dict()
+    assert run["config"] == with_lr_horizon(config).to_dict()  # the horizon is fixed at the start
     for library in ("jax", "flax", "optax", "mctx", "pgx", "orbax-checkpoint"):
         assert run["versions"][library][0].isdigit()
     assert run["devices"] and run["backend"] == "cpu"
@@ -93,7 +94,7 @@ def test_checkpoints_are_step_versioned_and_load_back(finished_run):
     assert result.checkpoint_path == saved[-1].path
 
     loaded = checkpoint.load_network(result.checkpoint_path)
-    assert loaded.step == 6 and loaded.config == config
+    assert loaded.step == 6 and loaded.config == with_lr_horizon(config)
     assert loaded.meta["episode"] == 3 and loaded.meta["pgx_version"] == chess_env.PGX_VERSION
     observation = chess_env.initial_states(2).observation
     expected = loaded.network.apply({"params": result.params}, observation)

@@ -52,10 +52,10 @@ class Job:
 
 def start_job(config: Config, resume: bool, overwrite: bool, explicit: set[str]) -> Job:
     """Devices, folders (process 0 creates them), the checkpoint manager, and on resume the job's own settings."""
+    devices = select_device(config.device, config)  # before anything starts JAX's backends (pgx, Orbax do)
     from chessbrain_jax.scale import distributed
     from chessbrain_jax.storage import checkpoint
 
-    devices = select_device(config.device, config)
     writer_process = distributed.is_writer()
     if writer_process:
         job_dir, checkpoint_dir, exists = jobs.prepare_folders(config, resume, overwrite)
@@ -192,12 +192,12 @@ def compile_programs(job: Job, apply_fn, optimizer, start: states.StartState, sp
 
 def run(config: Config, resume: bool = False, overwrite: bool = False, explicit: set[str] | None = None) -> RunResult:
     """Runs (or, with `resume`, continues) the job described by `config`."""
+    job = start_job(config, resume, overwrite, explicit or set())  # first: it pins the platform
     import jax
 
     from chessbrain_jax.core import learner, model
     from chessbrain_jax.scale import sharding
 
-    job = start_job(config, resume, overwrite, explicit or set())
     announce(job)
     network = model.make_network(job.config, job.dtype)
     apply_fn, optimizer = model.make_apply(network), learner.make_optimizer(job.config)
