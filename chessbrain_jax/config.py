@@ -157,6 +157,10 @@ class Config:
                                 group=EVAL)
     eval_simulations: int = _field(-1, "Search simulations of the learner in evaluation games; 0 = raw policy, "
                                    "-1 = --mcts-simulations.", group=EVAL, minimum=-1)
+    probe_interval: int = _field(0, "Every N episodes, the raw network on the probe set of Stockfish-labelled "
+                                 "positions (play/diagnostics.py): probe/top1, probe/top3 (agreement with "
+                                 "Stockfish's move), probe/value_mse, probe/value_corr, probe/value_sign. 0 = never.",
+                                 group=EVAL, minimum=0)
     selfplay_pgn_games: int = _field(0, "Record the games of the first N parallel self-play slots, as they finish, "
                                      "to <job>/selfplay.pgn.", group=EVAL, minimum=0)
 

@@ -62,6 +62,12 @@ def test_loss_terms():
     expected_l2 = 0.5 * sum(float(jnp.sum(x ** 2)) for p, x in jax.tree_util.tree_leaves_with_path(state.params)
                             if p[-1].key == "kernel")
     np.testing.assert_allclose(float(with_l2["l2"]), expected_l2, rtol=1e-5)
+    # Diagnostics: the target's entropy, and KL(target || uniform prior over 20 moves) = log 20 - entropy.
+    target = np.asarray(batch.policy)
+    entropy = -np.sum(np.where(target > 0, target * np.log(np.where(target > 0, target, 1.0)), 0.0)) / 8
+    np.testing.assert_allclose(float(metrics["policy_target_entropy"]), entropy, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["policy_kl"]), np.log(20.0) - entropy, rtol=1e-4)
+    assert 0.0 < entropy < np.log(20.0)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])

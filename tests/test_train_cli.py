@@ -29,7 +29,7 @@ def finished_run(tmp_path_factory):
             "--plies-per-episode", "4",
             "--mcts-simulations", "4", "--channels", "8", "--blocks", "1", "--batch-size", "8",
             "--replay-capacity", "64", "--max-plies", "64", "--job-id", "cli", "--quiet",
-            "--eval-interval", "2", "--eval-games", "2", "--eval-simulations", "0", "--profile",
+            "--eval-interval", "2", "--eval-games", "2", "--eval-simulations", "0", "--profile", "--probe-interval", "3",
             "--log-dir", str(root / "runs"), "--checkpoint-dir", str(root / "ckpt")]
     config, _ = load_config(argv, environ={})
     return root, argv, config, train.run(config)
@@ -64,6 +64,12 @@ def test_metrics_jsonl_has_one_valid_record_per_episode(finished_run):
     assert [r["step"] for r in records] == [2, 4, 6]
     assert [r["positions"] for r in records] == [16, 32, 48]
     assert flatten(result.record) == records[-1]
+    # Diagnostics: probe-set agreement at episode 3, replay age from the fill (48 of 64 positions, 16 per episode).
+    assert "probe/top1" not in records[1] and 0.0 <= records[2]["probe/top1"] <= records[2]["probe/top3"] <= 1.0
+    assert records[2]["probe/value_mse"] >= 0.0 and -1.0 <= records[2]["probe/value_corr"] <= 1.0
+    assert [r["replay_age_episodes"] for r in records] == [0.0, 0.5, 1.0]
+    for record in records:
+        assert record["policy_kl"] >= -1e-5 and record["policy_target_entropy"] > 0.0
 
 
 def test_tensorboard_events_hold_the_same_scalars(finished_run):

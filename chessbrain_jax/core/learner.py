@@ -100,8 +100,13 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     value_loss = jnp.sum(known * jnp.square(value.astype(jnp.float32) - batch.value)) / jnp.maximum(known_total, 1.0)
     l2 = l2_weight * l2_penalty(params) / shards
     loss = policy_loss + value_loss + l2
+    # Diagnostics (no gradient flows from them): the search target's entropy, and KL(target || prior) = the policy
+    # loss (a cross-entropy) minus that entropy: how much search still teaches the network.
+    entropy = -jnp.sum(jnp.where(batch.policy > 0, batch.policy * jnp.log(jnp.maximum(batch.policy, 1e-30)), 0.0))
+    entropy = jax.lax.stop_gradient(entropy / samples)
     return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, l2=l2,
-                      value_targets_known=known.sum() / samples)
+                      value_targets_known=known.sum() / samples, policy_target_entropy=entropy,
+                      policy_kl=jax.lax.stop_gradient(policy_loss) - entropy)
 
 
 def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, axis: str | None = None):

@@ -23,7 +23,7 @@ RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "log_ever
                 "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
                 "producer_queue_size", "producer_device", "profile", "cpu_devices", "coordinator_address",
                 "num_processes", "process_id", "eval_interval", "eval_games", "eval_opponent", "eval_simulations",
-                "selfplay_pgn_games")
+                "probe_interval", "selfplay_pgn_games")
 
 
 def library_versions() -> dict[str, str]:

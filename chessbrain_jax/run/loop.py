@@ -22,7 +22,7 @@ class EpisodeLoop:
         self.train_state, self.key, self.buffer = start.train_state, start.key, start.buffer
         self.first_episode, self.positions_seen, self.totals = start.first_episode, start.positions_seen, start.totals
         self.source, self.train, self.schedule, self.split = source, train, schedule, split
-        self.evaluator, self.recorder = observers
+        self.evaluator, self.recorder, self.probes = observers
         self.writer, self.progress = writer, progress
         self.saver = saving.Saver(job.manager, job.config, job.checkpoint_dir, writer)
         self.stop = saving.GracefulStop()
@@ -125,6 +125,9 @@ class EpisodeLoop:
             "games": {name: totals[name] for name in _GAME_COUNTS},
             "mean_game_plies": totals["ended_game_plies"] / ended if ended else None,
             "replay_size": min(self.positions_seen, config.replay_capacity),
+            # Uniform sampling: a sampled position is on average half the buffer's span old.
+            "replay_age_episodes": (min(self.positions_seen, config.replay_capacity) / config.positions_per_episode
+                                    - 1) / 2,
             **source_metrics,
             "wall_time_s": time.monotonic() - self.started,
         }
@@ -139,7 +142,10 @@ class EpisodeLoop:
             result = record["eval"] = self.evaluator(sharding.on_one_device(self.train_state.params), step, episode)
             say(f"eval after episode {episode} (step {step}): +{result['wins']} ={result['draws']} "
                 f"-{result['losses']} against {result['opponent']}, score {result['score']:.2f}")
-        if episode % config.log_every == 0 or episode == config.episodes or stopping or evaluated:
+        probed = self.probes is not None and episode % config.probe_interval == 0
+        if probed:
+            record["probe"] = self.probes(sharding.on_one_device(self.train_state.params))
+        if episode % config.log_every == 0 or episode == config.episodes or stopping or evaluated or probed:
             self.writer.write(step, record)
         loss = train_metrics.get("loss")
         loss_text = f"loss {loss:.3f}" if loss is not None else "loss -"

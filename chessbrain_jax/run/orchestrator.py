@@ -122,15 +122,24 @@ def announce(job: Job) -> None:
         say(f"note: {note}")
 
 
-def make_observers(job: Job, apply_fn, start: states.StartState):
-    """(evaluator, self-play PGN recorder) of process 0, each None when its flag is off."""
+class Observers(NamedTuple):
+    """What watches the run from process 0, each None when its flag is off: arena evaluation, self-play PGN
+    recorder, probe-set diagnostics."""
+
+    evaluator: Any = None
+    recorder: Any = None
+    probes: Any = None
+
+
+def make_observers(job: Job, apply_fn, start: states.StartState) -> Observers:
+    """The observers `job`'s flags ask for (none outside process 0)."""
     from chessbrain_jax.play import evaluation
     from chessbrain_jax.play.arena import ArenaError
     from chessbrain_jax.scale import sharding
 
     config, evaluator, recorder = job.config, None, None
     if not job.writer_process:
-        return evaluator, recorder
+        return Observers()
     if config.eval_interval:
         try:
             evaluator = evaluation.Evaluator(config, apply_fn, sharding.on_one_device(start.train_state.params),
@@ -145,7 +154,13 @@ def make_observers(job: Job, apply_fn, start: states.StartState):
         recorder = evaluation.SelfPlayRecorder(config, job.job_dir, in_progress)
         if resumed:
             recorder.keep_up_to(start.first_episode - 1)
-    return evaluator, recorder
+    probes = None
+    if config.probe_interval:
+        from chessbrain_jax.play.diagnostics import Diagnostics
+
+        probes = Diagnostics(apply_fn)
+        say(f"diagnostics: every {config.probe_interval} episodes on {len(probes.probes.best)} probe positions")
+    return Observers(evaluator, recorder, probes)
 
 
 def write_run_description(job: Job, start: states.StartState) -> None:
@@ -232,7 +247,7 @@ def episode_loop(job: Job, start: states.StartState, source, train, split, obser
 def with_cleanup(loop, observers) -> None:
     """Runs the loop under the stop signals; whatever happens, stops the producers and the evaluator, waits for
     the last checkpoint and closes the metrics."""
-    evaluator, _ = observers
+    evaluator = observers.evaluator
     try:
         with loop.stop:
             loop.run()
