@@ -53,6 +53,9 @@ class Config:
                                       group=OLD, minimum=1)
     exploration_rate: float = _field(0.1, "Epsilon: after search, play a uniformly random legal move with this "
                                      "probability.", group=OLD, minimum=0.0, maximum=1.0)
+    exploration_plies: int = _field(0, "Random moves (--exploration-rate) only in a game's first N plies, for "
+                                    "opening variety without spoiling the results of later positions. 0 = at "
+                                    "every ply (the old pipeline's meaning).", group=PLAY, minimum=0)
     seed: int = _field(7, "Seed for network init, self-play and replay sampling.", group=OLD, minimum=0,
                        maximum=2**32 - 1)
     grad_accum_steps: int = _field(1, "Micro-batches accumulated (optax.MultiSteps) per optimizer step.",

@@ -233,3 +233,37 @@ def test_games_cut_at_the_ply_cap_are_adjudicated_on_material(tiny_network):
     value, known = (np.asarray(x).reshape(2, 4) for x in replay.value_targets(buffer, row, column, discount=0.9))
     assert known.all()
     np.testing.assert_allclose(value, [[0.9, 0.9, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]], rtol=1e-6)
+
+
+def _board_after(plies: int, seed: int) -> chess.Board:
+    import random
+
+    rng, board = random.Random(seed), chess.Board()
+    while board.ply() < plies:
+        board.push(rng.choice(sorted(board.legal_moves, key=chess.Move.uci)))
+    assert not board.is_game_over()
+    return board
+
+
+def test_random_moves_only_in_the_first_exploration_plies():
+    """--exploration-plies 10 with epsilon 1: the games at ply 0 and 9 play random moves, those at ply 10 and 30 the
+    search's move (a game's ply is the plies played before the position)."""
+    from chessbrain_jax.core.search import SearchOutput
+
+    boards = [_board_after(plies, seed=plies) for plies in (0, 9, 10, 30)]
+    env = notation.stack_states([notation.board_to_state(board) for board in boards])
+    assert chess_env.plies(env).tolist() == [0, 9, 10, 30]
+    searched = jnp.asarray([notation.move_to_action(board, min(board.legal_moves, key=chess.Move.uci))
+                            for board in boards], jnp.int32)
+    output = SearchOutput(searched, searched, None, None, None, None)
+
+    def choose(config, seed):
+        return np.asarray(jax.jit(lambda key: selfplay.choose_action(config, env, output, *jax.random.split(key)))(
+            jax.random.PRNGKey(seed)))
+
+    limited = make_config(exploration_rate=1.0, exploration_plies=10)
+    actions = np.stack([choose(limited, seed) for seed in range(8)])
+    assert (actions[:, :2] != np.asarray(searched[:2])).mean() > 0.8  # ~20-30 legal moves: rarely the search's one
+    assert (actions[:, 2:] == np.asarray(searched[2:])).all()
+    everywhere = choose(make_config(exploration_rate=1.0), 0)
+    assert (everywhere[2:] != np.asarray(searched[2:])).any()  # 0 keeps the old meaning: every ply

@@ -67,11 +67,13 @@ def choose_action(config: Config, env: chess_env.State, output, key_explore: jax
                   key_random: jax.Array) -> jax.Array:
     """`i32[B]` the move each game plays: the search's choice (PUCT: sampled by visits for the first
     `temperature_plies` plies, then the most visited), replaced with probability `exploration_rate` by a uniformly
-    random legal move."""
+    random legal move (only in the first `exploration_plies` plies of a game, when that is set)."""
     action = output.action
     if config.search == "puct":
         action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, output.best_action)
     explore = jax.random.bernoulli(key_explore, config.exploration_rate, action.shape)
+    if config.exploration_plies:
+        explore &= chess_env.plies(env) < config.exploration_plies
     random_action = jax.random.categorical(key_random, jnp.where(env.legal_action_mask, 0.0, -jnp.inf))
     return jnp.where(explore, random_action, action).astype(jnp.int32)
 
