@@ -122,6 +122,19 @@ class Config:
                                    "values by the same factor per ply, so a quicker win is worth more (a moves-left "
                                    "signal: a winning side heads for the mate instead of shuffling). 1 = "
                                    "undiscounted results, as AlphaZero.", group=PLAY, above=0.0, maximum=1.0)
+    value_material_weight: float = _field(0.0, "Mix material into the value target: (1 - w) x result + w x "
+                                          "tanh(material / 3), the mover's material lead in pawns "
+                                          "--value-material-plies plies later in the same game (at its last "
+                                          "position, if it ended sooner). Positions without a result train towards "
+                                          "the mixed-in terms alone. Teaches the value head what material is worth "
+                                          "within minutes, which game results alone take far longer to. 0 = "
+                                          "results only.", group=PLAY, minimum=0.0, maximum=1.0)
+    value_material_plies: int = _field(4, "Plies ahead at which --value-material-weight reads the material (an "
+                                       "exchange under way counts as finished).", group=PLAY, minimum=0)
+    value_root_weight: float = _field(0.0, "Mix the search's root value into the value target: (1 - w) x result + "
+                                      "w x root value (as Leela Chess Zero and KataGo do). Positions without a "
+                                      "result (games still running) train towards the mixed-in terms alone. 0 = "
+                                      "results only.", group=PLAY, minimum=0.0, maximum=1.0)
     temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
                                     "then play the most visited move.", group=PLAY, minimum=0)
 
@@ -373,6 +386,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if config.batch_size > config.replay_capacity:
         raise ConfigError(f"--batch-size ({config.batch_size}) must not exceed --replay-capacity "
                           f"({config.replay_capacity})")
+    if config.value_material_weight + config.value_root_weight > 1.0:
+        raise ConfigError(f"--value-material-weight ({config.value_material_weight}) and --value-root-weight "
+                          f"({config.value_root_weight}) must add up to at most 1")
     if config.search == "gumbel" and config.gumbel_considered_actions < 2:
         raise ConfigError("--gumbel-considered-actions must be >= 2 with --search gumbel")
     return config, extras

@@ -50,7 +50,8 @@ def main() -> None:
                                                    fill(shape.observation.scalars, packed.scalars[0])),
             legal_actions=fill(shape.legal_actions, actions), policy=fill(shape.policy, weights),
             white_to_move=fill(shape.white_to_move, True), slot=fill(shape.slot, 0),
-            generation=fill(shape.generation, 0)),
+            generation=fill(shape.generation, 0), material=fill(shape.material, 0),
+            root_value=fill(shape.root_value, 0.0)),
         action=fill(trajectory_shape.action, 0))
     buffer = replay.add(replay.init_replay(config), trajectory, games)
 

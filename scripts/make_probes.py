@@ -7,7 +7,10 @@ position sampled every few plies, so they look like the games a learning network
 middlegames with material imbalances, endgames. Each is labelled by Stockfish at `--depth` with its best move and its
 win/draw/loss estimate for the side to move (`UCI_ShowWDL`); positions with one legal move, or already decided
 (mate found), are kept only as a small share so the set is not dominated by forced moves. One JSON object a line:
-{"fen", "best", "wdl": [w, d, l] per mille, "cp" (null for mates), "mate" (null or plies), "ply"}.
+{"fen", "best", "wdl": [w, d, l] per mille, "cp" (null for mates), "mate" (null or plies), "ply", "history_fen",
+"moves"}: the last two are the position `HISTORY_PLIES` plies earlier (or the game's start) and the UCI moves from it
+to "fen", so the network sees the probe with the history planes it sees in a game (with empty history planes, a
+network trained by self-play values positions very differently: docs/results.md).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import sys
 import chess
 import chess.engine
 
+HISTORY_PLIES = 7  # the network's observation holds the position and the 7 before it
+
 
 def play_game(engine: chess.engine.SimpleEngine, rng: random.Random, every: int) -> list[chess.Board]:
     """One game between two random Stockfish skill levels; returns a sample of its positions."""
@@ -34,7 +39,7 @@ def play_game(engine: chess.engine.SimpleEngine, rng: random.Random, every: int)
     sampled, offset = [], rng.randrange(every)
     while not board.is_game_over(claim_draw=True) and board.ply() < 300:
         if (board.ply() + offset) % every == 0:
-            sampled.append(board.copy(stack=False))
+            sampled.append(board.copy(stack=HISTORY_PLIES))
         engine.configure({"Skill Level": skills[board.ply() % 2]})
         board.push(engine.play(board, chess.engine.Limit(depth=6)).move)
     return sampled
@@ -47,7 +52,8 @@ def label(engine: chess.engine.SimpleEngine, board: chess.Board, depth: int) -> 
     score = info["score"].relative
     wdl = info["wdl"].relative
     return {"fen": board.fen(), "best": info["pv"][0].uci(), "wdl": [wdl.wins, wdl.draws, wdl.losses],
-            "cp": score.score(), "mate": score.mate(), "ply": board.ply()}
+            "cp": score.score(), "mate": score.mate(), "ply": board.ply(),
+            "history_fen": board.root().fen(), "moves": [move.uci() for move in board.move_stack]}
 
 
 def main(argv=None) -> int:

@@ -65,6 +65,8 @@ def test_episode_arithmetic():
     (["--job-id", "a/b"], {}, "plain name"),
     (["--batch-size", "64", "--replay-capacity", "32"], {}, "must not exceed --replay-capacity"),
     (["--sample-reuse", "0"], {}, "--sample-reuse must be > 0.0"),
+    (["--value-material-weight", "0.6", "--value-root-weight", "0.5"], {}, "must add up to at most 1"),
+    (["--value-material-weight", "-0.1"], {}, "--value-material-weight must be >= 0.0"),
     (["--dirichlet-alpha", "0"], {}, "--dirichlet-alpha must be > 0.0"),
     (["--seed", "99999999999999999999"], {}, "--seed must be <= 4294967295"),
     (["--episodes", "2.5"], {}, "--episodes must be an integer, got '2.5'"),

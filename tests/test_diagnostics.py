@@ -40,6 +40,22 @@ def test_probes_load_as_network_inputs(small_set):
     np.testing.assert_allclose(probes.expected, [(p["wdl"][0] - p["wdl"][2]) / 1000 for p in raw], rtol=1e-6)
 
 
+def test_probes_carry_the_history_planes_of_their_game(small_set):
+    """Each probe's observation holds the positions before it, as the self-play network sees them in a game: the
+    second history step (planes 14-25) counts the pieces of the position one ply earlier, per type, the mover's
+    first. (Built from the FEN alone those planes would be empty.)"""
+    probes, raw = small_set
+    assert all(len(p["moves"]) == 7 for p in raw if p["ply"] >= 7)
+    for observation, probe in zip(probes.observation, raw):
+        board = diagnostics.probe_board(probe)
+        previous = board.copy()
+        previous.pop()
+        expected = np.zeros(12)
+        for piece in previous.piece_map().values():
+            expected[piece.piece_type - 1 + (0 if piece.color == board.turn else 6)] += 1
+        np.testing.assert_array_equal(observation[..., 14:26].sum(axis=(0, 1)), expected)
+
+
 def test_metrics_on_known_answers(small_set):
     probes, _ = small_set
     n = len(probes.best)

@@ -8,15 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chessbrain_jax.core import encoding, replay, selfplay
+from chessbrain_jax.core import encoding, replay, selfplay, targets
 from chessbrain_jax.core.types import PackedObservation, Position, Trajectory
 from tests.conftest import make_config
 
 T, B = 3, 4
 
 
-def _trajectory(first_id: int, generation: int = 0) -> Trajectory:
-    """A synthetic [T, B] trajectory whose entry ids (stored in the policy weight 0) are first_id, first_id + 1, ..."""
+def _trajectory(first_id: int, generation=0, material=0, root_value=0.0) -> Trajectory:
+    """A synthetic [T, B] trajectory whose entry ids (stored in the policy weight 0) are first_id, first_id + 1, ...;
+    generation, material and root_value are scalars or [T, B] arrays."""
     ids = (first_id + jnp.arange(T * B, dtype=jnp.float32)).reshape(T, B)
     legal = jnp.full((T, B, encoding.MAX_LEGAL_MOVES), -1, jnp.int16).at[..., :3].set(jnp.int16([5, 100, 4671]))
     position = Position(
@@ -28,7 +29,9 @@ def _trajectory(first_id: int, generation: int = 0) -> Trajectory:
         policy=jnp.zeros((T, B, encoding.MAX_LEGAL_MOVES)).at[..., 0].set(ids).at[..., 1].set(1.0),
         white_to_move=jnp.broadcast_to(jnp.arange(T)[:, None] % 2 == 0, (T, B)),
         slot=jnp.broadcast_to(jnp.arange(B), (T, B)).astype(jnp.int32),
-        generation=jnp.full((T, B), generation, jnp.int32),
+        generation=jnp.broadcast_to(jnp.asarray(generation, jnp.int32), (T, B)),
+        material=jnp.broadcast_to(jnp.asarray(material, jnp.int8), (T, B)),
+        root_value=jnp.broadcast_to(jnp.asarray(root_value, jnp.float32), (T, B)),
     )
     return Trajectory(position=position, action=jnp.zeros((T, B), jnp.int32))
 
@@ -151,3 +154,53 @@ def test_result_history_covers_the_buffer():
     config = make_config(selfplay_batch=16, replay_capacity=4096)
     # A slot adds one position per ply; the shortest game is 4 plies: 4096 / 16 / 4 = 64 games, plus margin.
     assert selfplay.result_history_length(config) == 66
+
+
+def test_material_ahead_reads_the_same_game_later_across_the_ring():
+    """Material k plies ahead comes from the same column: across the ring's wrap, not past the newest position,
+    not into the slot's next game; from the mover's view (white moves at each trajectory's even steps)."""
+    config = make_config(selfplay_batch=B, replay_capacity=20, batch_size=4)  # 5 rows per slot
+    first = np.arange(1, 13, dtype=np.int8).reshape(T, B)  # plies 0-2; slot 3 starts a new game at ply 2
+    generation = np.zeros((T, B), np.int32)
+    generation[2, 3] = 1
+    buffer = replay.add(replay.init_replay(config), _trajectory(0, generation, first), _games(config))
+    ahead = jax.jit(replay.material_ahead, static_argnums=3)
+    rows, columns = jnp.int32([0, 0, 0, 1, 2, 0]), jnp.int32([0, 0, 0, 0, 2, 3])
+    np.testing.assert_array_equal(ahead(buffer, rows, columns, 1), [5, 5, 5, -9, 11, 8])
+    np.testing.assert_array_equal(ahead(buffer, rows, columns, 4), [9, 9, 9, -9, 11, 8])  # no ply 3 stored yet
+    np.testing.assert_array_equal(ahead(buffer, rows, columns, 0), [1, 1, 1, -5, 11, 4])
+    second = np.arange(21, 33, dtype=np.int8).reshape(T, B)  # plies 3-5: ply 5 wraps to row 0
+    buffer = replay.add(buffer, _trajectory(12, 0, second), _games(config))
+    rows, columns = jnp.int32([4, 1, 0]), jnp.int32([0, 0, 0])  # plies 4 (black), 1 (black) and 5 (white), slot 0
+    np.testing.assert_array_equal(ahead(buffer, rows, columns, 1), [-29, -9, 29])
+    np.testing.assert_array_equal(ahead(buffer, rows, columns, 4), [-29, -29, 29])
+
+
+def test_mix_blends_results_with_material_and_root_values():
+    result, known = jnp.float32([1.0, -1.0, 0.0]), jnp.bool_([True, True, False])
+    material, root = jnp.float32([0.5, 0.5, 0.5]), jnp.float32([-0.2, 0.4, 0.8])
+    value, mask = targets.mix(result, known, material, root, targets.RESULTS_ONLY)
+    assert value is result and mask is known
+    value, mask = targets.mix(result, known, material, root, targets.ValueMix(0.25, 4, 0.25))
+    np.testing.assert_allclose(value, [0.5 + 0.125 - 0.05, -0.5 + 0.125 + 0.1, 0.65], rtol=1e-6)
+    assert bool(mask.all())  # every position has a target once anything is mixed in
+    value, _ = targets.mix(result, known, material, root, targets.ValueMix(1.0, 4, 0.0))
+    np.testing.assert_allclose(value, material)
+    np.testing.assert_allclose(targets.material_value(jnp.int32([0, 3, -9])), np.tanh([0.0, 1.0, -3.0]), rtol=1e-6)
+
+
+def test_sample_mixes_material_ahead_into_the_value_target():
+    config = make_config(selfplay_batch=B, replay_capacity=64, batch_size=4)
+    material = np.arange(1, 13, dtype=np.int8).reshape(T, B)
+    results = jnp.full((B, selfplay.result_history_length(config)), jnp.nan).at[:, 0].set(jnp.float32([1, -1, 0, 1]))
+    trajectory = _trajectory(0, 0, material, root_value=0.5)
+    buffer = replay.add(replay.init_replay(config), trajectory, _games(config, results, jnp.ones(B, jnp.int32)))
+    weights = targets.ValueMix(0.5, 1, 0.0)
+    batch = jax.jit(replay.sample, static_argnums=(2, 3, 4))(buffer, jax.random.PRNGKey(0), 32, 1.0, weights)
+    ids = np.asarray(batch.policy[:, 5]).astype(int)
+    t, slot = ids // 4, ids % 4
+    mover = np.where(t % 2 == 0, 1, -1)
+    result = mover * np.array([1, -1, 0, 1])[slot]
+    lead = mover * material[np.minimum(t + 1, T - 1), slot]
+    np.testing.assert_allclose(np.asarray(batch.value), 0.5 * result + 0.5 * np.tanh(lead / 3.0), atol=1e-6)
+    assert bool(batch.value_mask.all())

@@ -62,6 +62,12 @@ def random_episode(tiny_network):
     return _play(apply_fn, params, search="puct", exploration_rate=1.0)
 
 
+def _material(board: chess.Board) -> int:
+    """White's material minus black's in pawns, as python-chess counts the pieces."""
+    values = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
+    return sum(values[p.piece_type] * (1 if p.color == chess.WHITE else -1) for p in board.piece_map().values())
+
+
 def _replay_through_python_chess(final, trajectory) -> float:
     """Replays every slot's games with python-chess, checking legality, recorded legal sets, policy targets and results.
 
@@ -77,6 +83,8 @@ def _replay_through_python_chess(final, trajectory) -> float:
                 assert _result_of(board, generation) == _table(results, slot, generation, history)
                 board, generation = chess.Board(), generation + 1
             assert bool(trajectory.position.white_to_move[t, slot]) == (board.turn == chess.WHITE)
+            assert int(trajectory.position.material[t, slot]) == _material(board)
+            assert -1.0 <= float(trajectory.position.root_value[t, slot]) <= 1.0
             legal = trajectory.position.legal_actions[t, slot]
             assert {int(a) for a in legal if a >= 0} == notation.legal_actions(board)
             policy = trajectory.position.policy[t, slot]

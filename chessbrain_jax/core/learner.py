@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from chessbrain_jax.config import Config
-from chessbrain_jax.core import replay
+from chessbrain_jax.core import replay, targets
 from chessbrain_jax.core.search import mask_illegal
 from chessbrain_jax.core.types import ApplyFn, Batch
 
@@ -140,7 +140,8 @@ def make_micro_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
     train_step = make_train_step(config, apply_fn, optimizer)
 
     def micro_step(state: TrainState, buffer: replay.ReplayBuffer, key: jax.Array):
-        return train_step(state, replay.sample(buffer, key, config.batch_size, config.value_discount))
+        return train_step(state, replay.sample(buffer, key, config.batch_size, config.value_discount,
+                                                  targets.ValueMix.of(config)))
 
     return micro_step
 

@@ -59,6 +59,8 @@ def init_replay(config: Config) -> ReplayBuffer:
             white_to_move=jnp.zeros((rows, batch), jnp.bool_),
             slot=jnp.zeros((rows, batch), jnp.int32),
             generation=jnp.zeros((rows, batch), jnp.int32),
+            material=jnp.zeros((rows, batch), jnp.int8),
+            root_value=jnp.zeros((rows, batch), jnp.float32),
         ),
         results=jnp.full((batch, history), jnp.nan, jnp.float32),
         result_plies=jnp.zeros((batch, history), jnp.int32),
@@ -111,9 +113,27 @@ def value_targets(buffer: ReplayBuffer, row: jax.Array, column: jax.Array,
                           encoding.plies(positions.observation.scalars[row, column]), discount)
 
 
-def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: float = 1.0) -> Batch:
+def material_ahead(buffer: ReplayBuffer, row: jax.Array, column: jax.Array, plies: int) -> jax.Array:
+    """`i32[n]` the mover's material lead (pawns) `plies` plies after the positions at (`row`, `column`) `i32[n]`,
+    read from the same column (a slot's consecutive plies); where the game ended sooner, or those plies are not
+    played yet, at the game's last stored position before then."""
+    rows = buffer.positions.white_to_move.shape[0]
+    positions = buffer.positions
+    generation = positions.generation[row, column]
+    written_after = (buffer.insert_at[column] - 1 - row) % rows  # positions stored after `row` in its column
+    lead = positions.material[row, column].astype(jnp.int32)
+    for ahead in range(1, plies + 1):
+        later = (row + ahead) % rows
+        same_game = (ahead <= written_after) & (positions.generation[later, column] == generation)
+        lead = jnp.where(same_game, positions.material[later, column].astype(jnp.int32), lead)
+    return jnp.where(positions.white_to_move[row, column], lead, -lead)
+
+
+def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: float = 1.0,
+           weights: targets.ValueMix = targets.RESULTS_ONLY) -> Batch:
     """`batch_size` positions drawn uniformly (with replacement) from the filled entries, value targets discounted
-    per ply by `discount` (`value_targets`). Requires a filled entry."""
+    per ply by `discount` (`value_targets`) and mixed with material and root values by `weights` (`targets.mix`).
+    Requires a filled entry."""
     column_key, row_key = jax.random.split(key)
     filled = buffer.size.astype(jnp.float32)
     column = jax.random.categorical(column_key, jnp.log(filled), shape=(batch_size,))  # P(column) ~ its entries
@@ -121,5 +141,8 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: floa
     chosen = jax.tree.map(lambda x: x[row, column], buffer.positions)
     legal_mask, policy = encoding.expand_policy(chosen.legal_actions, chosen.policy)
     value, value_mask = value_targets(buffer, row, column, discount)
+    if weights.material_weight or weights.root_weight:
+        material = targets.material_value(material_ahead(buffer, row, column, weights.material_plies))
+        value, value_mask = targets.mix(value, value_mask, material, chosen.root_value, weights)
     observation = encoding.unpack_observation(chosen.observation)
     return Batch(observation, policy, legal_mask, value, value_mask)

@@ -121,6 +121,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
                 white_to_move=chess_env.white_to_move(env),
                 slot=first_slot + slots,
                 generation=generation,
+                material=chess_env.material_balance(env).astype(jnp.int8),
+                root_value=output.root_value.astype(jnp.float32),
             ),
             action=action,
         )

@@ -99,3 +99,39 @@ def edge_discount(terminal: jax.Array, discount: float) -> jax.Array:
     """mctx's per-edge discount: `-discount` between plies (the value changes sides and loses the per-ply factor
     the value targets lose), 0 after a terminal state (its result is the edge's reward)."""
     return jnp.where(terminal, 0.0, -discount)
+
+
+class ValueMix(NamedTuple):
+    """What the value target mixes into game results (`mix`): `material_weight` of tanh(material lead / 3) read
+    `material_plies` plies ahead in the same game, and `root_weight` of the search's root value. Zero weights (the
+    default) keep results alone."""
+
+    material_weight: float = 0.0
+    material_plies: int = 4
+    root_weight: float = 0.0
+
+    @classmethod
+    def of(cls, config: Config) -> ValueMix:
+        return cls(config.value_material_weight, config.value_material_plies, config.value_root_weight)
+
+
+RESULTS_ONLY = ValueMix()
+MATERIAL_SCALE = 3.0  # pawns: a piece up is worth tanh(1) = 0.76 of a win
+
+
+def material_value(lead: jax.Array) -> jax.Array:
+    """`f32[...]` the value of a material lead (pawns, the mover's view): tanh(lead / MATERIAL_SCALE)."""
+    return jnp.tanh(lead.astype(jnp.float32) / MATERIAL_SCALE)
+
+
+def mix(result: jax.Array, known: jax.Array, material: jax.Array, root_value: jax.Array,
+        weights: ValueMix) -> tuple[jax.Array, jax.Array]:
+    """(`f32[n]` target, `bool[n]` known): `(1 - wm - wr) x result + wm x material + wr x root_value` where the
+    result is known; where it is not, the mixed-in terms alone, in proportion (wm x material + wr x root) /
+    (wm + wr). All `[n]`, from the mover's view; `material` is already a value (`material_value`)."""
+    extra = weights.material_weight + weights.root_weight
+    if extra == 0.0:
+        return result, known
+    mixed_in = (weights.material_weight * material + weights.root_weight * root_value) / extra
+    value = jnp.where(known, (1.0 - extra) * result + extra * mixed_in, mixed_in)
+    return value, jnp.ones_like(known)

@@ -30,6 +30,8 @@ class Position(NamedTuple):
     policy: `f32[..., 218]` search policy target over `legal_actions`.
     white_to_move: `bool[...]`.
     slot, generation: `i32[...]` the game the position belongs to (its value target is that game's result).
+    material: `i8[...]` white's material minus black's, in pawns (`chess_env.material_balance`).
+    root_value: `f32[...]` the search's value of the position for the mover (`SearchOutput.root_value`).
     """
 
     observation: PackedObservation
@@ -38,6 +40,8 @@ class Position(NamedTuple):
     white_to_move: jax.Array
     slot: jax.Array
     generation: jax.Array
+    material: jax.Array
+    root_value: jax.Array
 
 
 class Trajectory(NamedTuple):

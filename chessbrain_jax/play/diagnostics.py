@@ -31,8 +31,22 @@ class ProbeSet(NamedTuple):
     expected: np.ndarray
 
 
+def probe_board(probe: dict):
+    """The python-chess board of one probe, with the moves that led to it where the probe has them."""
+    import chess
+
+    board = chess.Board(probe.get("history_fen", probe["fen"]))
+    for move in probe.get("moves", []):
+        board.push_uci(move)
+    if board.fen() != probe["fen"]:
+        raise ValueError(f"probe {probe['fen']!r}: its moves lead to {board.fen()!r}")
+    return board
+
+
 def load_probes(path: str = PROBES) -> ProbeSet:
-    """The probe set at `path` as arrays (FEN -> pgx state with an empty history, as a game from that FEN)."""
+    """The probe set at `path` as arrays. A probe with "history_fen" and "moves" is built by playing the moves from
+    that position, so its observation carries the history planes of the game it came from; one with only "fen" has
+    empty history planes (as a game started from that FEN), which a self-play network reads very differently."""
     import chess
     import jax
 
@@ -40,7 +54,7 @@ def load_probes(path: str = PROBES) -> ProbeSet:
 
     with open(path, encoding="utf-8") as stream:
         probes = [json.loads(line) for line in stream if line.strip()]
-    boards = [chess.Board(probe["fen"]) for probe in probes]
+    boards = [probe_board(probe) for probe in probes]
     states = jax.device_get(notation.stack_states([notation.board_to_state(board) for board in boards]))
     best = [notation.move_to_action(board, chess.Move.from_uci(probe["best"])) for board, probe in zip(boards, probes)]
     expected = [(probe["wdl"][0] - probe["wdl"][2]) / 1000 for probe in probes]

@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from chessbrain_jax.config import Config
-from chessbrain_jax.core import learner, replay, selfplay
+from chessbrain_jax.core import learner, replay, selfplay, targets
 from chessbrain_jax.core.types import ApplyFn
 
 AXIS = "data"
@@ -117,7 +117,8 @@ class DataParallel:
 
         def local_step(state, buffer, key):
             key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
-            return train_step(state, replay.sample(buffer, key, batch_size, config.value_discount))
+            return train_step(state, replay.sample(buffer, key, batch_size, config.value_discount,
+                                                            targets.ValueMix.of(config)))
 
         return self.shard(local_step, (REPLICATED, BUFFER, REPLICATED), (REPLICATED, REPLICATED))
 

@@ -25,8 +25,8 @@ from chessbrain_jax.config import FIELDS, Config
 from chessbrain_jax.core import chess_env, learner, model, replay, selfplay
 from chessbrain_jax.scale import sharding
 
-RUN_FORMAT = 3  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`); 3 = and
-# the game lengths beside the results (`result_plies`)
+RUN_FORMAT = 4  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`); 3 = and
+# the game lengths beside the results (`result_plies`); 4 = and each position's material and search root value
 STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
 
 
