@@ -240,3 +240,28 @@ def test_profile_trace_is_written_for_tensorboard(finished_run):
     root, *_ = finished_run
     traces = glob.glob(str(root / "runs" / "cli" / "plugins" / "profile" / "*" / "*.xplane.pb"))
     assert len(traces) == 1 and os.path.getsize(traces[0]) > 10_000
+
+
+def test_probe_script_scores_every_checkpoint_of_a_job(finished_run, tmp_path, capsys):
+    """scripts/probe_checkpoints.py: one row per checkpoint, the same numbers the training-time diagnostics give."""
+    import importlib.util
+
+    from chessbrain_jax.play import diagnostics
+
+    root, *_ = finished_run
+    spec = importlib.util.spec_from_file_location("probe_checkpoints", "scripts/probe_checkpoints.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    probes = tmp_path / "probes.jsonl"
+    with open(diagnostics.PROBES, encoding="utf-8") as stream:
+        probes.write_text("".join(stream.readlines()[:16]))
+    out = tmp_path / "rows.json"
+    assert script.main(["--job", "cli", "--checkpoint-dir", str(root / "ckpt"), "--probes", str(probes),
+                        "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [row["step"] for row in rows] == [4, 6] and [row["episode"] for row in rows] == [2, 3]
+    loaded = checkpoint.load_network(str(root / "ckpt" / "cli_step6"))
+    expected = diagnostics.Diagnostics(lambda p, x: loaded.network.apply({"params": p}, x), str(probes))(loaded.params)
+    assert rows[1] == pytest.approx(dict(step=6, episode=3, **expected))
+    assert "| 6 | 3 |" in capsys.readouterr().out
+    assert script.main(["--job", "nojob", "--checkpoint-dir", str(root / "ckpt")]) == 2
