@@ -151,10 +151,14 @@ class Config:
                                     "job: a --resume with more --episodes keeps it, and trains at learning rate 0 "
                                     "past it.", group=LEARN, minimum=0)
     warmup_steps: int = _field(0, "Linear warm-up, in optimizer steps.", group=LEARN, minimum=0)
-    optimizer: str = _field("adam", "adam, or sgd with Nesterov momentum 0.9 (AlphaZero).", group=LEARN,
-                            choices=("adam", "sgd"))
+    optimizer: str = _field("adam", "adam; adamw (Adam with decoupled --weight-decay); or sgd with Nesterov "
+                            "momentum 0.9 (AlphaZero).", group=LEARN, choices=("adam", "adamw", "sgd"))
     l2_weight: float = _field(1e-4, "L2 penalty lambda on all weights (kernels), added to the loss.", group=LEARN,
                               minimum=0.0)
+    weight_decay: float = _field(0.0, "--optimizer adamw: decoupled weight decay on kernels (not biases or "
+                                 "normalisation scales), each step's kernels shrink by learning rate x this. Unlike "
+                                 "--l2-weight under Adam, it is not rescaled by Adam's second moments.", group=LEARN,
+                                 minimum=0.0)
     grad_clip: float = _field(1.0, "Clip gradients to this global norm (0 disables).", group=LEARN, minimum=0.0)
     sample_reuse: float = _field(1.0, "Training samples drawn per generated position.", group=LEARN,
                                  above=0.0)
@@ -386,6 +390,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if config.batch_size > config.replay_capacity:
         raise ConfigError(f"--batch-size ({config.batch_size}) must not exceed --replay-capacity "
                           f"({config.replay_capacity})")
+    if config.weight_decay > 0 and config.optimizer != "adamw":
+        raise ConfigError(f"--weight-decay ({config.weight_decay}) needs --optimizer adamw; got --optimizer "
+                          f"{config.optimizer} (use --l2-weight there)")
     if config.value_material_weight + config.value_root_weight > 1.0:
         raise ConfigError(f"--value-material-weight ({config.value_material_weight}) and --value-root-weight "
                           f"({config.value_root_weight}) must add up to at most 1")

@@ -67,6 +67,7 @@ def test_episode_arithmetic():
     (["--sample-reuse", "0"], {}, "--sample-reuse must be > 0.0"),
     (["--value-material-weight", "0.6", "--value-root-weight", "0.5"], {}, "must add up to at most 1"),
     (["--value-material-weight", "-0.1"], {}, "--value-material-weight must be >= 0.0"),
+    (["--weight-decay", "0.01"], {}, "--weight-decay (0.01) needs --optimizer adamw"),
     (["--dirichlet-alpha", "0"], {}, "--dirichlet-alpha must be > 0.0"),
     (["--seed", "99999999999999999999"], {}, "--seed must be <= 4294967295"),
     (["--episodes", "2.5"], {}, "--episodes must be an integer, got '2.5'"),

@@ -46,6 +46,22 @@ def test_loss_goes_down_on_a_fixed_batch():
     assert float(metrics["value_targets_known"]) == pytest.approx(0.75)
 
 
+def test_adamw_decays_kernels_apart_from_the_gradient_step():
+    """One step of adamw minus one step of adam (same gradient) is exactly -lr x decay x the kernel, and nothing at
+    biases and normalisation scales."""
+    settings = dict(l2_weight=0.0, learning_rate=1e-2, grad_clip=0.0)
+    adam_state, adam_step = _setup(make_config(optimizer="adam", **settings))
+    adamw_state, adamw_step = _setup(make_config(optimizer="adamw", weight_decay=0.5, **settings))
+    batch = _batch(8)
+    after_adam, after_adamw = adam_step(adam_state, batch)[0].params, adamw_step(adamw_state, batch)[0].params
+    mask = learner.kernel_mask(adam_state.params)
+    expected = jax.tree.map(lambda p, k: -1e-2 * 0.5 * p if k else jnp.zeros_like(p), adam_state.params, mask)
+    difference = jax.tree.map(lambda a, b: a - b, after_adamw, after_adam)
+    for got, want in zip(jax.tree.leaves(difference), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, atol=1e-7)
+    assert sum(jax.tree.leaves(mask)) >= 3 and not all(jax.tree.leaves(mask))
+
+
 def test_loss_terms():
     config = make_config(l2_weight=0.0)
     state, _ = _setup(config)

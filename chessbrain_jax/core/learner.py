@@ -2,7 +2,7 @@
 
 loss = policy cross-entropy against the search policy over legal moves
      + value MSE against the game result (only where the result is known)
-     + l2_weight * sum of squared kernel weights.
+     + l2_weight * sum of squared kernel weights (or, with `--optimizer adamw`, decoupled decay of the kernels).
 Gradients are clipped to `grad_clip` global norm; `optax.MultiSteps` accumulates `grad_accum_steps` micro-batches
 per optimizer step. Parameters and optimizer state are float32; the network computes in its own dtype (bfloat16
 with mixed precision), and the loss is computed in float32.
@@ -51,6 +51,8 @@ def make_optimizer(config: Config) -> optax.MultiSteps:
     schedule = learning_rate_schedule(config)
     if config.optimizer == "sgd":
         inner = optax.sgd(schedule, momentum=0.9, nesterov=True)
+    elif config.optimizer == "adamw":
+        inner = optax.adamw(schedule, weight_decay=config.weight_decay, mask=kernel_mask)
     else:
         inner = optax.adam(schedule)
     if config.grad_clip > 0:
@@ -64,10 +66,20 @@ def init_train_state(params, optimizer: optax.MultiSteps) -> TrainState:
     return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
 
+def _is_kernel(path) -> bool:
+    return getattr(path[-1], "key", None) == "kernel"
+
+
+def kernel_mask(params):
+    """True at the kernels (convolutions and dense layers), False at biases and normalisation scales: what L2 and
+    decoupled weight decay act on."""
+    return jax.tree_util.tree_map_with_path(lambda path, _: _is_kernel(path), params)
+
+
 def l2_penalty(params) -> jax.Array:
-    """Sum of squared kernel weights (convolutions and dense layers; not biases or normalisation scales)."""
+    """Sum of squared kernel weights (see `kernel_mask`)."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
-    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if getattr(path[-1], "key", None) == "kernel")
+    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if _is_kernel(path))
 
 
 def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None):
