@@ -170,3 +170,14 @@ def test_stockfish_beats_random():
     _check_games(games, stockfish.description, "random")
     assert [g.reason for g in games] == ["checkmate", "checkmate"]
     assert arena.summarise(games)["wins"] == 2
+
+
+def test_considered_option_limits_the_root_moves_gumbel_searches():
+    narrow = arena.parse_player("untrained,channels=8,blocks=1,sims=8,considered=2")
+    assert narrow.config.gumbel_considered_actions == 2 and "8 simulations, 2 considered" in narrow.description
+    visited = [move for move, count in narrow.analyse(chess.Board()).visits.items() if count > 0]
+    assert len(visited) == 2
+    wide = arena.parse_player("untrained,channels=8,blocks=1,sims=8")
+    assert len([move for move, count in wide.analyse(chess.Board()).visits.items() if count > 0]) == 8
+    with pytest.raises(arena.ArenaError, match="considered must be >= 2"):
+        arena.parse_player("untrained,considered=1")

@@ -60,14 +60,15 @@ class RandomPlayer:
 class NetworkPlayer:
     """A network with search (`simulations > 0`) or its raw policy (`simulations == 0`: the most likely legal move).
 
-    Search uses the network's own training settings (algorithm, c_puct, considered actions) unless overridden, with
+    Search uses the network's own training settings (algorithm, c_puct, Gumbel's considered actions) unless
+    overridden (`search`, `considered`), with
     no Dirichlet noise and no random exploration: both play `SearchOutput.best_action`, the most visited move (Gumbel:
     among the most visited, the one its improved policy rates highest, without the Gumbel noise of self-play's
     choice). Gumbel's root sampling still varies the tree, so games between Gumbel players vary.
     """
 
     def __init__(self, apply_fn: ApplyFn, params: Any, config: Config, simulations: int | None = None,
-                 search: str | None = None, name: str = "network"):
+                 search: str | None = None, name: str = "network", considered: int | None = None):
         simulations = config.mcts_simulations if simulations is None else simulations
         if simulations < 0:
             raise ConfigError(f"simulations must be >= 0, got {simulations}")
@@ -78,8 +79,13 @@ class NetworkPlayer:
             if search not in ("gumbel", "puct"):
                 raise ConfigError(f"search must be gumbel or puct, got {search!r}")
             overrides["search"] = search
+        if considered is not None:
+            if considered < 2:
+                raise ConfigError(f"considered actions must be >= 2, got {considered}")
+            overrides["gumbel_considered_actions"] = considered
         self.config = dataclasses.replace(config, **overrides)
         self.apply_fn, self.params, self.simulations, self.name = apply_fn, params, simulations, name
+        self.considered = considered
         self._search = make_search_fn(self.config, apply_fn)
         self._actions = jax.jit(self._choose)
         self._analyse = jax.jit(self._analyse_one) if simulations else None
@@ -88,7 +94,8 @@ class NetworkPlayer:
     def description(self) -> str:
         if not self.simulations:
             return f"{self.name} (raw policy)"
-        return f"{self.name} ({self.config.search}, {self.simulations} simulations)"
+        considered = f", {self.considered} considered" if self.considered and self.config.search == "gumbel" else ""
+        return f"{self.name} ({self.config.search}, {self.simulations} simulations{considered})"
 
     def _choose(self, params, key: jax.Array, states: chess_env.State) -> jax.Array:
         if not self.simulations:
@@ -144,17 +151,18 @@ class NetworkPlayer:
 
 
 def untrained_player(config: Config, simulations: int | None = None, seed: int = 0,
-                     search: str | None = None) -> NetworkPlayer:
+                     search: str | None = None, considered: int | None = None) -> NetworkPlayer:
     """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat."""
     from chessbrain_jax.core import model
 
     network = model.make_network(config, "float32")
     params = model.init_params(network, jax.random.PRNGKey(seed))
-    return NetworkPlayer(model.make_apply(network), params, config, simulations, search, name="untrained")
+    return NetworkPlayer(model.make_apply(network), params, config, simulations, search, name="untrained",
+                         considered=considered)
 
 
 def load_player(path: str, checkpoint_dir: str | None = None, simulations: int | None = None,
-                search: str | None = None) -> NetworkPlayer:
+                search: str | None = None, considered: int | None = None) -> NetworkPlayer:
     """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
     is given. Raises `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
     from chessbrain_jax.core import model
@@ -162,4 +170,5 @@ def load_player(path: str, checkpoint_dir: str | None = None, simulations: int |
 
     loaded = checkpoint.load_network(path, checkpoint_dir=checkpoint_dir)
     name = f"{loaded.config.job_id}_step{loaded.step}"
-    return NetworkPlayer(model.make_apply(loaded.network), loaded.params, loaded.config, simulations, search, name=name)
+    return NetworkPlayer(model.make_apply(loaded.network), loaded.params, loaded.config, simulations, search, name=name,
+                         considered=considered)
