@@ -109,6 +109,14 @@ class Config:
                          "Dirichlet noise at the root).", group=PLAY, choices=("gumbel", "puct"))
     gumbel_considered_actions: int = _field(16, "Gumbel search: actions considered at the root.", group=PLAY,
                                             minimum=1)
+    playout_cap_fraction: float = _field(1.0, "Playout-cap randomisation (KataGo): the share of self-play plies "
+                                         "searched with the full --mcts-simulations, drawn per ply for the whole "
+                                         "batch; the other plies use --playout-cap-simulations, play faster and "
+                                         "give no policy target (their value targets stay). 1 = off.", group=PLAY,
+                                         above=0.0, maximum=1.0)
+    playout_cap_simulations: int = _field(0, "Playout-cap randomisation: simulations of the cheap search "
+                                          "(< --mcts-simulations). 0 = a quarter of --mcts-simulations.",
+                                          group=PLAY, minimum=0)
     dirichlet_alpha: float = _field(0.3, "PUCT search: Dirichlet noise concentration at the root (over legal "
                                     "moves).", group=PLAY, above=0.0)
     dirichlet_fraction: float = _field(0.25, "PUCT search: weight of the Dirichlet noise at the root.", group=PLAY,
@@ -188,6 +196,11 @@ class Config:
     @property
     def positions_per_episode(self) -> int:
         return self.selfplay_batch * self.plies_per_episode
+
+    @property
+    def cheap_simulations(self) -> int:
+        """The cheap search's simulations under playout-cap randomisation (`playout_cap_fraction < 1`)."""
+        return self.playout_cap_simulations or max(1, self.mcts_simulations // 4)
 
     @property
     def micro_steps_per_episode(self) -> int:
@@ -390,6 +403,9 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if config.batch_size > config.replay_capacity:
         raise ConfigError(f"--batch-size ({config.batch_size}) must not exceed --replay-capacity "
                           f"({config.replay_capacity})")
+    if config.playout_cap_fraction < 1 and config.cheap_simulations >= config.mcts_simulations:
+        raise ConfigError(f"--playout-cap-simulations ({config.cheap_simulations}) must be below "
+                          f"--mcts-simulations ({config.mcts_simulations}) with --playout-cap-fraction < 1")
     if config.weight_decay > 0 and config.optimizer != "adamw":
         raise ConfigError(f"--weight-decay ({config.weight_decay}) needs --optimizer adamw; got --optimizer "
                           f"{config.optimizer} (use --l2-weight there)")

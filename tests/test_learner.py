@@ -62,6 +62,29 @@ def test_adamw_decays_kernels_apart_from_the_gradient_step():
     assert sum(jax.tree.leaves(mask)) >= 3 and not all(jax.tree.leaves(mask))
 
 
+def test_positions_without_a_policy_target_train_the_value_only():
+    """All-zero policy rows (cheap searches under playout-cap randomisation) leave the policy loss equal to the mean
+    over the rows that have targets, and still count in the value loss."""
+    config = make_config(l2_weight=0.0, learning_rate=3e-3)
+    state, train_step = _setup(config)
+    for _ in range(5):  # a non-uniform network, so that which rows are averaged matters
+        state, _ = train_step(state, _batch(8, seed=1))
+    network = model.make_network(config)
+    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    loss_fn = jax.jit(learner.loss_fn, static_argnums=(2, 3))
+    batch = _batch(8)
+    has_target = np.arange(8) % 2 == 0
+    masked = batch._replace(policy=jnp.where(has_target[:, None], batch.policy, 0.0))
+    subset = jax.tree.map(lambda x: x[has_target], batch)
+    _, got = loss_fn(state.params, masked, apply_fn, 0.0)
+    _, full = loss_fn(state.params, batch, apply_fn, 0.0)
+    _, want = loss_fn(state.params, subset, apply_fn, 0.0)
+    np.testing.assert_allclose(float(got["policy_loss"]), float(want["policy_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(got["value_loss"]), float(full["value_loss"]), rtol=1e-6)
+    assert float(got["policy_targets_known"]) == 0.5 and float(full["policy_targets_known"]) == 1.0
+    assert float(got["policy_loss"]) != pytest.approx(float(full["policy_loss"]), rel=1e-3)
+
+
 def test_loss_terms():
     config = make_config(l2_weight=0.0)
     state, _ = _setup(config)

@@ -275,3 +275,30 @@ def test_random_moves_only_in_the_first_exploration_plies():
     assert (actions[:, 2:] == np.asarray(searched[2:])).all()
     everywhere = choose(make_config(exploration_rate=1.0), 0)
     assert (everywhere[2:] != np.asarray(searched[2:])).any()  # 0 keeps the old meaning: every ply
+
+
+def test_playout_cap_plies_are_full_or_cheap_for_the_whole_batch(tiny_network):
+    """With --playout-cap-fraction 0.5 each ply is one draw for all games: a full search's ply records policy
+    targets (summing to 1), a cheap one's records none (all zeros); both kinds occur, and the moves stay legal."""
+    _, params, apply_fn = tiny_network
+    config, [(final, trajectory, _)] = _episodes(apply_fn, params, (3,), exploration_rate=0.0,
+                                                 playout_cap_fraction=0.5, playout_cap_simulations=2)
+    sums = trajectory.position.policy.sum(axis=-1)  # [T, B]
+    full = np.isclose(sums[:, 0], 1.0)
+    assert np.all(np.isclose(sums, 1.0) == full[:, None]) and np.all(sums[~full] == 0)
+    assert 0 < full.sum() < PLIES
+    assert config.cheap_simulations == 2
+
+
+def test_the_cheap_search_is_the_search_with_cheap_simulations(tiny_network):
+    from chessbrain_jax.core.search import make_search_fn
+
+    _, params, apply_fn = tiny_network
+    config = make_config(mcts_simulations=16, playout_cap_fraction=1e-9, playout_cap_simulations=3)
+    env = chess_env.initial_states(2)
+    key = jax.random.PRNGKey(1)
+    output, full = jax.jit(selfplay.make_capped_search(config, apply_fn))(params, key, env)
+    reference = make_search_fn(config, apply_fn, 3)(params, jax.random.split(key)[1], env)
+    assert not bool(full) and output.search_tree is None
+    np.testing.assert_allclose(output.action_weights, reference.action_weights, atol=1e-6)
+    assert int(reference.search_tree.num_simulations) == 3

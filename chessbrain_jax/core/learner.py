@@ -1,6 +1,6 @@
 """The learner: loss, optimizer and the pure, jitted training step over replay samples.
 
-loss = policy cross-entropy against the search policy over legal moves
+loss = policy cross-entropy against the search policy over legal moves (where the position has one)
      + value MSE against the game result (only where the result is known)
      + l2_weight * sum of squared kernel weights (or, with `--optimizer adamw`, decoupled decay of the kernels).
 Gradients are clipped to `grad_clip` global norm; `optax.MultiSteps` accumulates `grad_accum_steps` micro-batches
@@ -92,8 +92,9 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
 
     With `--grad-accum-steps k` the k micro-batches of an optimizer step are not one batch of k x b: each micro-batch
     normalises its value loss by its own count n_i of known targets, and `optax.MultiSteps` averages the k gradients,
-    so micro-batch i's value gradient weighs 1/k where one large batch would weigh it n_i / sum(n). (Policy and L2
-    terms are exact.) They agree when every micro-batch has as many known targets. Making it exact would need the
+    so micro-batch i's value gradient weighs 1/k where one large batch would weigh it n_i / sum(n) (the same holds
+    for the policy term's count under playout-cap randomisation; L2 is exact). They agree when every micro-batch has
+    as many known targets. Making it exact would need the
     group's total count before its first micro-batch is trained: either every micro-step samples the indices of all k
     micro-batches of its group, or the accumulator keeps the value gradient's sum and the known count apart from
     MultiSteps' mean (a new optimizer-state layout, which checkpoints would have to migrate). Neither fits the
@@ -106,7 +107,9 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     logits, value = apply_fn(params, batch.observation)
     log_probs = jax.nn.log_softmax(mask_illegal(logits.astype(jnp.float32), batch.legal_mask), axis=-1)
     samples = batch.value.shape[0] * shards
-    policy_loss = -jnp.sum(batch.policy * log_probs) / samples
+    has_policy = (batch.policy.sum(axis=-1) > 0).astype(jnp.float32)  # all zero: no target (playout-cap)
+    policy_total = jnp.maximum(global_total(has_policy.sum()), 1.0)
+    policy_loss = -jnp.sum(batch.policy * log_probs) / policy_total
     known = batch.value_mask.astype(jnp.float32)
     known_total = global_total(known.sum())
     value_loss = jnp.sum(known * jnp.square(value.astype(jnp.float32) - batch.value)) / jnp.maximum(known_total, 1.0)
@@ -115,9 +118,10 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     # Diagnostics (no gradient flows from them): the search target's entropy, and KL(target || prior) = the policy
     # loss (a cross-entropy) minus that entropy: how much search still teaches the network.
     entropy = -jnp.sum(jnp.where(batch.policy > 0, batch.policy * jnp.log(jnp.maximum(batch.policy, 1e-30)), 0.0))
-    entropy = jax.lax.stop_gradient(entropy / samples)
+    entropy = jax.lax.stop_gradient(entropy / policy_total)
     return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, l2=l2,
-                      value_targets_known=known.sum() / samples, policy_target_entropy=entropy,
+                      value_targets_known=known.sum() / samples, policy_targets_known=has_policy.sum() / samples,
+                      policy_target_entropy=entropy,
                       policy_kl=jax.lax.stop_gradient(policy_loss) - entropy)
 
 

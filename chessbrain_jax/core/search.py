@@ -134,13 +134,15 @@ def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.Recurren
     return recurrent_fn
 
 
-def make_search_fn(config: Config, apply_fn: ApplyFn):
-    """Returns `search(params, key, states) -> SearchOutput` for `[B]` non-terminal pgx states.
+def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = None):
+    """Returns `search(params, key, states) -> SearchOutput` for `[B]` non-terminal pgx states, with `simulations`
+    (default `config.mcts_simulations`) simulations per search.
 
     The tree works on action slots, not on pgx's 4672 actions: a node's children are its (at most 218) legal moves,
     so mctx's per-node statistics shrink ~21x and every simulation touches ~21x less memory.
     """
     recurrent_fn = make_recurrent_fn(apply_fn, config.value_discount)
+    simulations = config.mcts_simulations if simulations is None else simulations
 
     def search(params, key: jax.Array, states: chess_env.State) -> SearchOutput:
         with jax.named_scope("network"):
@@ -155,7 +157,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
         if config.search == "gumbel":
             output = mctx.gumbel_muzero_policy(
                 params, key, root, recurrent_fn,
-                num_simulations=config.mcts_simulations,
+                num_simulations=simulations,
                 invalid_actions=~legal,
                 max_num_considered_actions=config.gumbel_considered_actions,
             )
@@ -165,7 +167,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn):
                 noise_key, root.prior_logits, legal, config.dirichlet_alpha, config.dirichlet_fraction))
             output = mctx.muzero_policy(
                 params, search_key, root, recurrent_fn,
-                num_simulations=config.mcts_simulations,
+                num_simulations=simulations,
                 invalid_actions=~legal,
                 pb_c_init=config.mcts_cpuct,
                 dirichlet_fraction=0.0,  # mixed in above, over legal moves only

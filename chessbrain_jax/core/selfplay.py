@@ -78,6 +78,28 @@ def choose_action(config: Config, env: chess_env.State, output, key_explore: jax
     return jnp.where(explore, random_action, action).astype(jnp.int32)
 
 
+def make_capped_search(config: Config, apply_fn: ApplyFn):
+    """Returns `search(params, key, env) -> (SearchOutput without its tree, full)`: playout-cap randomisation.
+
+    With `playout_cap_fraction < 1` one draw per ply, for the whole batch (a `lax.cond`: only the chosen search
+    runs), picks the full search (`mcts_simulations`) with that probability, else the cheap one
+    (`cheap_simulations`); `full` is that `bool[]` choice. Otherwise every ply is a full search, with the same
+    random numbers as before the option existed."""
+    full_search = make_search_fn(config, apply_fn)
+    if config.playout_cap_fraction >= 1:
+        return lambda params, key, env: (full_search(params, key, env)._replace(search_tree=None), jnp.bool_(True))
+    cheap_search = make_search_fn(config, apply_fn, config.cheap_simulations)
+
+    def search(params, key: jax.Array, env: chess_env.State):
+        key_cap, key_search = jax.random.split(key)
+        full = jax.random.bernoulli(key_cap, config.playout_cap_fraction)
+        output = jax.lax.cond(full, lambda: full_search(params, key_search, env)._replace(search_tree=None),
+                              lambda: cheap_search(params, key_search, env)._replace(search_tree=None))
+        return output, full
+
+    return search
+
+
 def ply_stats(ended: targets.PlyOutcome) -> dict[str, jax.Array]:
     """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games."""
     finished = ended.done & ~ended.truncated
@@ -102,7 +124,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     NaN, or with `adjudicate_material` the material verdict: adjudicated_wins counts the decisive ones),
     ended_game_plies the plies of both. Jit it.
     """
-    search = make_search_fn(config, apply_fn)
+    search = make_capped_search(config, apply_fn)
     batch = config.selfplay_batch
     slots = jnp.arange(batch)
 
@@ -110,9 +132,10 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         env, generation, results, result_plies = carry
         key_search, key_explore, key_random = jax.random.split(key, 3)
         with jax.named_scope("search"):
-            output = search(params, key_search, env)
+            output, full = search(params, key_search, env)
         action = choose_action(config, env, output, key_explore, key_random)
         legal_actions, policy = jax.vmap(encoding.compact_policy)(env.legal_action_mask, output.action_weights)
+        policy = jnp.where(full, policy, 0.0)  # a cheap search's policy is no target: all zeros (`replay.sample`)
         record = Trajectory(
             position=Position(
                 observation=encoding.pack_observation(env.observation),

@@ -27,7 +27,8 @@ class Position(NamedTuple):
 
     observation: packed position seen by the mover (`u8[..., 896]` bits, `f32[..., 7]` scalars).
     legal_actions: `i16[..., 218]` legal moves (pgx action ids, -1 padded).
-    policy: `f32[..., 218]` search policy target over `legal_actions`.
+    policy: `f32[..., 218]` search policy target over `legal_actions`; all zeros: no policy target (a cheap search
+      under playout-cap randomisation).
     white_to_move: `bool[...]`.
     slot, generation: `i32[...]` the game the position belongs to (its value target is that game's result).
     material: `i8[...]` white's material minus black's, in pawns (`chess_env.material_balance`).
@@ -57,7 +58,7 @@ class Trajectory(NamedTuple):
 class Batch(NamedTuple):
     """A training batch of b positions.
 
-    observation: `f32[b, 8, 8, 119]`; policy: `f32[b, 4672]` target, zero off legal moves; legal_mask: `bool[b, 4672]`;
+    observation: `f32[b, 8, 8, 119]`; policy: `f32[b, 4672]` target, zero off legal moves (all zero: none); legal_mask: `bool[b, 4672]`;
     value: `f32[b]` value target from the mover's view (0 where unknown); value_mask: `bool[b]` True where known.
     """
 
