@@ -240,6 +240,8 @@ def test_profile_trace_is_written_for_tensorboard(finished_run):
     root, *_ = finished_run
     traces = glob.glob(str(root / "runs" / "cli" / "plugins" / "profile" / "*" / "*.xplane.pb"))
     assert len(traces) == 1 and os.path.getsize(traces[0]) > 10_000
+    trace = open(traces[0], "rb").read()
+    assert all(name in trace for name in (b"episode", b"step_num", b"selfplay", b"train"))  # step markers
 
 
 def test_probe_script_scores_every_checkpoint_of_a_job(finished_run, tmp_path, capsys):

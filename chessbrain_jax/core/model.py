@@ -40,7 +40,8 @@ class ResidualBlock(nn.Module):
 
 
 class ChessNet(nn.Module):
-    """`__call__(observation f32[B, 8, 8, 119]) -> (logits f32[B, 4672], value f32[B])`; compute in `dtype`."""
+    """`__call__(observation f32[B, 8, 8, 119]) -> (logits f32[B, 4672], value f32[B])`; compute in `dtype`, the
+    two output layers in float32."""
 
     channels: int = 64
     blocks: int = 6
@@ -60,15 +61,18 @@ class ChessNet(nn.Module):
         p = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(p))
         # Zero-initialised output layers: an untrained network has a uniform prior and value 0, so search starts
         # unbiased (a random, peaked prior would hide moves from PUCT at low simulation counts).
-        p = nn.Conv(MOVE_PLANES, (1, 1), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="policy_planes")(p)
-        logits = observation_to_action_order(p).astype(jnp.float32)
+        # The output layers compute in float32 whatever `dtype` is: bfloat16 logits would be quantised to 8 bits of
+        # mantissa (steps of 1/16 near 10), blurring the prior the search reads.
+        p = nn.Conv(MOVE_PLANES, (1, 1), dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                    name="policy_planes")(p.astype(jnp.float32))
+        logits = observation_to_action_order(p)
 
         v = nn.Conv(self.value_channels, (1, 1), use_bias=False, dtype=self.dtype, name="value_conv")(x)
         v = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(v))
         v = v.reshape(v.shape[0], -1)
         v = nn.relu(nn.Dense(self.value_hidden, dtype=self.dtype, name="value_hidden")(v))
-        v = nn.Dense(1, dtype=self.dtype, kernel_init=nn.initializers.zeros, name="value_out")(v)
-        value = jnp.tanh(v.astype(jnp.float32))[:, 0]
+        v = nn.Dense(1, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="value_out")(v.astype(jnp.float32))
+        value = jnp.tanh(v)[:, 0]
         return logits, value
 
 

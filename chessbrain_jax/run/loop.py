@@ -35,13 +35,18 @@ class EpisodeLoop:
 
     def run(self) -> None:
         """Every episode until the last or a stop request, then the producers' drain and the final save."""
+        import jax
+
         from chessbrain_jax.scale import distributed
 
         for episode in range(self.first_episode, self.config.episodes + 1):
             self.key, play_key, train_key = self.split(self.key)
-            with self._profiled(episode):
-                selfplay_s, source_metrics = self._play(episode, play_key)
-                train_metrics, train_s = self._train(train_key)
+            # Step markers: TensorBoard's profile overview shows the episode's step time, split in its two parts.
+            with self._profiled(episode), jax.profiler.StepTraceAnnotation("episode", step_num=episode):
+                with jax.profiler.TraceAnnotation("selfplay"):
+                    selfplay_s, source_metrics = self._play(episode, play_key)
+                with jax.profiler.TraceAnnotation("train"):
+                    train_metrics, train_s = self._train(train_key)
             stopping = distributed.any_process(bool(self.stop.requested))  # every process stops after one episode
             self.record = self._episode_record(episode, train_metrics, source_metrics, selfplay_s, train_s)
             self._observe(episode, stopping, train_metrics)
