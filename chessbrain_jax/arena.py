@@ -23,6 +23,7 @@ from chessbrain_jax.play.arena import (
     summarise,
     write_pgn,
 )
+from chessbrain_jax.storage import compile_cache
 from chessbrain_jax.storage.metrics import write_json_atomically
 
 PROG = "python -m chessbrain_jax.arena"
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None, help="folder for games.pgn and result.json "
                                                     "(default ./arena/<timestamp>)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    compile_cache.add_argument(parser)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ArenaError(f"--simulations must be >= 0, got {args.simulations}")
     openings = read_openings(args.openings) if args.openings else None
     out = args.out or os.path.join("arena", time.strftime("%Y%m%d-%H%M%S"))
+    compile_cache.enable(getattr(args, "compile_cache", "off"), note=lambda text: print(f"{PROG}: {text}",
+                                                                                      file=sys.stderr))
     players = []
     try:
         for spec in (args.player_a, args.player_b):

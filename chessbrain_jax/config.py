@@ -97,6 +97,9 @@ class Config:
                                 "jax.distributed when this is > 1, a coordinator is given, or SLURM / Open MPI "
                                 "run more than one task).", group=RUN, minimum=0)
     process_id: int = _field(-1, "Multi-process job: this process's index (-1 = detect).", group=RUN, minimum=-1)
+    compile_cache: str = _field("auto", "JAX's persistent compilation cache: a folder, auto (the per-user cache "
+                                "folder, $XDG_CACHE_HOME/chessbrain_jax/xla or ~/.cache/chessbrain_jax/xla), or "
+                                "off. A later start reuses the programs an earlier one compiled.", group=RUN)
     profile: bool = _field(False, "Write a JAX profiler trace of one episode (the second, or the only one) to "
                            "<log-dir>/<job-id>/plugins/profile/ for TensorBoard's profile tab.", group=RUN)
 

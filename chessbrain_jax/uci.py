@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from chessbrain_jax.config import ConfigError, OneLineParser, load_config
 from chessbrain_jax.play.uci.protocol import SEARCHES, Output, UciEngine, one_line
+from chessbrain_jax.storage import compile_cache
 
 if TYPE_CHECKING:
     from chessbrain_jax.play.player import NetworkPlayer
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "training setting].")
     parser.add_argument("--channels", metavar="N", help="Untrained network only: tower width [default: 64].")
     parser.add_argument("--blocks", metavar="N", help="Untrained network only: residual blocks [default: 6].")
+    compile_cache.add_argument(parser)
     parser.add_argument("--debug", action="store_true", help="Tracebacks on stderr for errors.")
     return parser
 
@@ -76,6 +78,7 @@ def load_player(args: argparse.Namespace) -> NetworkPlayer:
     from chessbrain_jax.play import player
     from chessbrain_jax.storage import checkpoint
 
+    compile_cache.enable(args.compile_cache, note=lambda text: print(f"{PROG}: {text}", file=sys.stderr))
     try:
         if args.checkpoint is not None:
             return player.load_player(args.checkpoint, simulations=args.simulations, search=args.search)

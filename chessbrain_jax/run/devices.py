@@ -12,11 +12,14 @@ _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 
 def select_device(choice: str, config: Config | None = None):
     """Pins JAX to the requested platform before its backends start (joining a multi-process job first, when
-    `config` asks for one: `distributed`); returns the devices of every process."""
+    `config` asks for one: `distributed`), with `config`'s compile cache; returns the devices of every process."""
     import jax
 
     from chessbrain_jax.scale import distributed
+    from chessbrain_jax.storage import compile_cache
 
+    if config is not None:
+        compile_cache.enable(config.compile_cache, note=say)
     if choice != "auto":
         platforms = [_PLATFORMS[choice]]
         if config is not None and config.producer_workers and config.producer_device not in ("auto", choice):
