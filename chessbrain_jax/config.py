@@ -79,6 +79,10 @@ class Config:
                                  group=RUN)
     keep_checkpoints: int = _field(5, "Keep the newest N checkpoints of the job (0 keeps all).", group=RUN,
                                    minimum=0)
+    keep_replay: int = _field(2, "Only the newest N checkpoints keep the replay buffer and games in progress (an "
+                              "exact resume needs the newest; the one before is the fallback if it is corrupt); "
+                              "older ones keep the network, optimizer and counters, and load everywhere else. "
+                              "0 = every checkpoint keeps them.", group=RUN, minimum=0)
     device: str = _field("auto", "JAX platform to run on.", group=RUN, choices=("auto", "cpu", "gpu", "tpu"))
     precision: str = _field("auto", "Compute dtype: auto = bfloat16 on GPU/TPU, float32 on CPU (XLA:CPU runs bf16 "
                             "convolutions slower than float32); --no-amp forces float32.", group=RUN,

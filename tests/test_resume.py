@@ -116,6 +116,34 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(straight, capsys):
     assert result.checkpoint_path.endswith("straight_step8")
 
 
+def test_only_the_newest_checkpoints_keep_the_replay_buffer_and_resume_stays_exact(straight, capsys):
+    root, uninterrupted = straight
+    _run(root, "lean", "--episodes", "2", "--checkpoint-interval", "1")
+    resumed = _run(root, "lean", "--episodes", "4", "--checkpoint-interval", "1", "--resume")
+    jax.tree.map(np.testing.assert_array_equal, resumed.params, uninterrupted.params)
+    folders = {info.step: info.path for info in checkpoint.list_checkpoints(str(root / "ckpt"), "lean")}
+    assert sorted(folders) == [2, 4, 6, 8]
+    assert [checkpoint.has_run(folders[step]) for step in (2, 4, 6, 8)] == [False, False, True, True]
+    lean = checkpoint.load_network(folders[2])  # arena, uci, registry and results load lean checkpoints
+    assert lean.step == 2 and lean.meta["episode"] == 1
+    full_size = sum(f.stat().st_size for f in (root / "ckpt" / "lean_step8").rglob("*") if f.is_file())
+    lean_size = sum(f.stat().st_size for f in (root / "ckpt" / "lean_step2").rglob("*") if f.is_file())
+    assert lean_size < full_size
+    for step in (6, 8):  # both checkpoints with a buffer corrupt: the lean ones cannot resume exactly
+        for data_file in (root / "ckpt" / f"lean_step{step}" / "state").rglob("*"):
+            if data_file.is_file() and data_file.stat().st_size > 0 and "manifest" not in data_file.name:
+                data_file.write_bytes(b"\0" * 7)
+    with pytest.raises(UsageError, match="none of the 2 checkpoints of job 'lean' that keep the replay buffer can "
+                                         "be restored; the 2 older ones keep networks only"):
+        _run(root, "lean", "--episodes", "5", "--checkpoint-interval", "1", "--resume")
+
+
+def test_keep_replay_0_keeps_every_buffer(tmp_path):
+    _run(tmp_path, "all", "--episodes", "3", "--checkpoint-interval", "1", "--keep-replay", "0")
+    infos = checkpoint.list_checkpoints(str(tmp_path / "ckpt"), "all")
+    assert len(infos) == 3 and all(checkpoint.has_run(info.path) for info in infos)
+
+
 def test_overwrite_starts_the_job_again(tmp_path):
     _run(tmp_path, "again", "--episodes", "1")
     (tmp_path / "runs" / "again" / "marker").write_text("old")

@@ -24,7 +24,7 @@ class EpisodeLoop:
         self.source, self.train, self.schedule, self.split = source, train, schedule, split
         self.evaluator, self.recorder, self.probes = observers
         self.writer, self.progress = writer, progress
-        self.saver = saving.Saver(job.manager, job.config, job.checkpoint_dir, writer)
+        self.saver = saving.Saver(job.manager, job.config, job.checkpoint_dir, writer, prunes=job.writer_process)
         self.stop = saving.GracefulStop()
         self.record: dict[str, Any] = {}
         self.started = time.monotonic()

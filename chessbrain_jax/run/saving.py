@@ -47,8 +47,9 @@ class Saver:
     """Writes the loop's checkpoints through an Orbax manager, one asynchronous save at a time; any failure
     becomes one `CheckpointWriteError` line naming the folder."""
 
-    def __init__(self, manager, config, checkpoint_dir: str, writer):
+    def __init__(self, manager, config, checkpoint_dir: str, writer, prunes: bool = True):
         self.manager, self.config, self.checkpoint_dir, self.writer = manager, config, checkpoint_dir, writer
+        self.prunes = prunes  # this process removes old replay buffers (the writer process of a job)
         self.failed = False
 
     def save(self, step: int, train_state, key, run_state, meta: dict[str, Any]) -> None:
@@ -58,10 +59,24 @@ class Saver:
         if step in self.manager.all_steps():
             return
         self._guarded(self.checkpoint_dir, self.manager.wait_until_finished)  # the previous save's failure first
+        self._prune()
         folder = os.path.join(self.checkpoint_dir, f"{self.config.job_id}_step{step}")
         meta = {**meta, "metrics": json.loads(json.dumps(meta.get("metrics", {}), default=float))}
         self._guarded(folder, lambda: checkpoint.save(self.manager, train_state, key, run_state, meta))
         self.writer.flush()
+
+    def _prune(self) -> None:
+        """Old checkpoints give up their replay buffers once a newer save is complete (`--keep-replay`). A failure
+        costs disk, not data: it is said in one line and the run goes on."""
+        from chessbrain_jax.storage import checkpoint
+
+        if not self.prunes:
+            return
+        try:
+            checkpoint.prune_runs(self.checkpoint_dir, self.config.job_id, self.config.keep_replay)
+        except OSError as error:
+            say(f"warning: could not remove an old replay buffer under {self.checkpoint_dir} "
+                f"({error.strerror or error}); the run goes on")
 
     def _guarded(self, folder: str, work) -> None:
         try:
@@ -78,6 +93,8 @@ class Saver:
         except Exception as error:
             if not self.failed:
                 raise checkpoint_write_error(self.checkpoint_dir, error) from error
+        else:
+            self._prune()
 
 
 def quiet_failed_write_reports() -> None:

@@ -62,12 +62,14 @@ def check_run_format(manager, steps: list[int], config: Config) -> None:
 
 
 def restore_latest_good(manager, steps: list[int], config: Config, parallel):
-    """(step, train state, rng, run state, meta) of the newest checkpoint that restores, placed on `parallel`'s mesh
-    (any device count that divides the batch); older ones are fallbacks."""
+    """(step, train state, rng, run state, meta) of the newest checkpoint that keeps its replay buffer and restores,
+    placed on `parallel`'s mesh (any device count that divides the batch); older ones are fallbacks."""
     from chessbrain_jax.scale import sharding
     from chessbrain_jax.storage import checkpoint
 
-    for step in sorted(steps, reverse=True):
+    root = str(manager.directory)
+    full = [step for step in steps if checkpoint.has_run(os.path.join(root, f"{config.job_id}_step{step}"))]
+    for step in sorted(full, reverse=True):
         try:
             train_state, rng, meta = checkpoint.restore(manager, step, config,
                                                         parallel.sharding(sharding.REPLICATED))
@@ -78,7 +80,9 @@ def restore_latest_good(manager, steps: list[int], config: Config, parallel):
             reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
             say(f"warning: checkpoint {config.job_id}_step{step} cannot be restored ({reason}); "
                 "trying the previous one")
-    raise UsageError(f"--resume: none of the {len(steps)} checkpoints of job {config.job_id!r} can be restored")
+    lean = f"; the {len(steps) - len(full)} older ones keep networks only (for arena, uci)" if len(full) < len(steps) else ""
+    raise UsageError(f"--resume: none of the {len(full)} checkpoints of job {config.job_id!r} that keep the replay "
+                     f"buffer can be restored{lean}")
 
 
 def restore(job, metrics_path: str | None) -> StartState:

@@ -1,7 +1,8 @@
 """Step-versioned Orbax checkpoints `<checkpoint-dir>/<job-id>_step<N>` and loading them back into a network.
 
 A checkpoint holds `state` (params, optimizer state including MultiSteps accumulators, optimizer step, RNG key),
-`run` (the games in progress with their results table, and the replay buffer: what an exact resume needs) and `meta`
+`run` (the games in progress with their results table, and the replay buffer: what an exact resume needs; only the
+newest `--keep-replay` checkpoints keep it, `prune_runs`) and `meta`
 (JSON: resolved config, episode and game counters, last metrics, library and pgx environment versions). Orbax
 writes each step to a temporary folder and renames it when complete, so an interrupted save never looks like a
 checkpoint. Several jobs may share one checkpoint folder: each sees only its own `<job-id>_step<N>` folders.
@@ -13,6 +14,7 @@ import dataclasses
 import datetime
 import os
 import re
+import shutil
 from typing import Any, Iterator, NamedTuple
 
 import jax
@@ -27,6 +29,7 @@ from chessbrain_jax.scale import sharding
 
 RUN_FORMAT = 4  # layout of the `run` item: 2 = replay buffer with one column per self-play slot (`replay`); 3 = and
 # the game lengths beside the results (`result_plies`); 4 = and each position's material and search root value
+RUN_ITEM = "run"
 STEP_FOLDER = re.compile(r"^(?P<job>.+)_step(?P<step>0|[1-9]\d*)$")
 
 
@@ -100,6 +103,27 @@ def save(manager: ocp.CheckpointManager, state: learner.TrainState, rng: jax.Arr
             meta=ocp.args.JsonSave(meta),
         ),
     )
+
+
+def has_run(folder: str) -> bool:
+    """Whether the step folder still holds the `run` item (games in progress and replay buffer)."""
+    return os.path.isdir(os.path.join(folder, RUN_ITEM))
+
+
+def prune_runs(checkpoint_dir: str, job_id: str, keep: int) -> list[int]:
+    """Removes the `run` item from all but the newest `keep` complete checkpoints of the job that still hold one
+    (0: none removed); returns the steps pruned. Call it only when no save is in flight. The item is renamed out
+    of the way first (one atomic step), so a kill mid-delete leaves a lean checkpoint, never a half `run` item."""
+    if keep <= 0:
+        return []
+    full = [info for info in list_checkpoints(checkpoint_dir, job_id) if has_run(info.path)]
+    pruned = []
+    for info in full[:-keep]:
+        doomed = os.path.join(info.path, f".{RUN_ITEM}-pruning")
+        os.replace(os.path.join(info.path, RUN_ITEM), doomed)
+        shutil.rmtree(doomed)
+        pruned.append(info.step)
+    return pruned
 
 
 def abstract_state(config: Config, dtype: str = "float32", sharding=None) -> dict[str, Any]:
