@@ -3,8 +3,9 @@
 A game is identified by (slot, generation): slot is its index among the parallel games, generation counts the games
 that slot has started. When a game ends (or reaches `max_plies`), its result from white's view goes to
 `results[slot, generation % H]` (the rules, cut games and adjudication included, are `targets`') and the slot
-restarts from the initial position; unfinished games carry over to the next episode. Positions are recorded with their game id, so the replay buffer reads value targets from the results
-table when it samples: no host round trip and no wait for games to finish before their positions can be stored.
+restarts from the initial position; unfinished games carry over to the next episode. Positions are recorded with
+their game id, so the replay buffer reads value targets from the results table when it samples: no host round trip
+and no wait for games to finish before their positions can be stored.
 """
 
 from __future__ import annotations

@@ -58,8 +58,9 @@ class Trajectory(NamedTuple):
 class Batch(NamedTuple):
     """A training batch of b positions.
 
-    observation: `f32[b, 8, 8, 119]`; policy: `f32[b, 4672]` target, zero off legal moves (all zero: none); legal_mask: `bool[b, 4672]`;
-    value: `f32[b]` value target from the mover's view (0 where unknown); value_mask: `bool[b]` True where known.
+    observation: `f32[b, 8, 8, 119]`; policy: `f32[b, 4672]` target, zero off legal moves (all zero: none);
+    legal_mask: `bool[b, 4672]`; value: `f32[b]` value target from the mover's view (0 where unknown); value_mask:
+    `bool[b]` True where known.
     """
 
     observation: jax.Array

@@ -21,9 +21,9 @@ _VERSIONED = ("jax", "jaxlib", "flax", "optax", "mctx", "pgx", "orbax-checkpoint
 # Settings a resumed job may change; every other setting shapes the state or the math and stays the job's own.
 RUN_CONTROLS = ("episodes", "checkpoint_interval", "keep_checkpoints", "keep_replay", "log_every", "quiet", "log_dir",
                 "checkpoint_dir", "device", "precision", "no_amp", "train_loop", "job_id", "producer_workers",
-                "producer_queue_size", "producer_device", "profile", "compile_cache", "cpu_devices", "coordinator_address",
-                "num_processes", "process_id", "eval_interval", "eval_games", "eval_opponent", "eval_simulations",
-                "probe_interval", "selfplay_pgn_games")
+                "producer_queue_size", "producer_device", "profile", "compile_cache", "cpu_devices",
+                "coordinator_address", "num_processes", "process_id", "eval_interval", "eval_games", "eval_opponent",
+                "eval_simulations", "probe_interval", "selfplay_pgn_games")
 
 
 def library_versions() -> dict[str, str]:

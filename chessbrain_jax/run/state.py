@@ -80,7 +80,8 @@ def restore_latest_good(manager, steps: list[int], config: Config, parallel):
             reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
             say(f"warning: checkpoint {config.job_id}_step{step} cannot be restored ({reason}); "
                 "trying the previous one")
-    lean = f"; the {len(steps) - len(full)} older ones keep networks only (for arena, uci)" if len(full) < len(steps) else ""
+    older = len(steps) - len(full)
+    lean = f"; the {older} older ones keep networks only (for arena, uci)" if older else ""
     raise UsageError(f"--resume: none of the {len(full)} checkpoints of job {config.job_id!r} that keep the replay "
                      f"buffer can be restored{lean}")
 
