@@ -2,7 +2,7 @@
 
 Without a job it lists the jobs under the checkpoint folder with their newest step; with one it lists that job's
 complete checkpoints with step, save time, episode, games, loss and the last evaluation score, read from each
-checkpoint's metadata. Load any of them with `player.load_player(path)` or name them to the arena.
+checkpoint's metadata, and whether it still holds the replay buffer an exact resume needs (`--keep-replay`). Load any of them with `player.load_player(path)` or name them to the arena.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from chessbrain_jax.config import ConfigError, OneLineParser
 
 PROG = "python -m chessbrain_jax.registry"
 _COLUMNS = (("step", "step"), ("saved_at", "saved (UTC)"), ("episode", "episode"), ("games", "games"),
-            ("loss", "loss"), ("eval_score", "eval score"), ("eval_opponent", "eval opponent"))
+            ("loss", "loss"), ("eval_score", "eval score"), ("eval_opponent", "eval opponent"),
+            ("resumable", "resumable"))
 
 
 def list_jobs(checkpoint_dir: str) -> dict[str, int]:
@@ -50,7 +51,8 @@ def describe_job(checkpoint_dir: str, job_id: str) -> list[dict[str, Any]]:
         rows.append({"step": info.step, "path": info.path, "saved_at": info.saved_at,
                      "episode": meta.get("episode"), "games": meta.get("games_finished"),
                      "loss": metrics.get("loss"), "eval_score": evaluation.get("score"),
-                     "eval_opponent": evaluation.get("opponent")})
+                     "eval_opponent": evaluation.get("opponent"),
+                     "resumable": "yes" if checkpoint.has_run(info.path) else "no (network only)"})
     return rows
 
 

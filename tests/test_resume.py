@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from chessbrain_jax import train
+from chessbrain_jax import registry, train
 from chessbrain_jax.config import load_config
 from chessbrain_jax.core import learner, model
 from chessbrain_jax.run.console import TrainingDiverged, UsageError
@@ -125,6 +125,8 @@ def test_only_the_newest_checkpoints_keep_the_replay_buffer_and_resume_stays_exa
     assert sorted(folders) == [2, 4, 6, 8]
     assert [checkpoint.has_run(folders[step]) for step in (2, 4, 6, 8)] == [False, False, True, True]
     lean = checkpoint.load_network(folders[2])  # arena, uci, registry and results load lean checkpoints
+    assert [row["resumable"] for row in registry.describe_job(str(root / "ckpt"), "lean")] == \
+        ["no (network only)"] * 2 + ["yes"] * 2
     assert lean.step == 2 and lean.meta["episode"] == 1
     full_size = sum(f.stat().st_size for f in (root / "ckpt" / "lean_step8").rglob("*") if f.is_file())
     lean_size = sum(f.stat().st_size for f in (root / "ckpt" / "lean_step2").rglob("*") if f.is_file())
