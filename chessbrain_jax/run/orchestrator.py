@@ -13,6 +13,7 @@ import time
 from typing import Any, NamedTuple
 
 from chessbrain_jax.config import Config, resolve_precision
+from chessbrain_jax.run import budget
 from chessbrain_jax.run import job as jobs
 from chessbrain_jax.run import state as states
 from chessbrain_jax.run.console import UsageError, say, set_voice
@@ -56,6 +57,9 @@ def start_job(config: Config, resume: bool, overwrite: bool, explicit: set[str])
     from chessbrain_jax.scale import distributed
     from chessbrain_jax.storage import checkpoint
 
+    problems = budget.start_up_problems(config, devices)
+    if problems:
+        raise UsageError(f"the run does not fit: {problems[0]} (python -m chessbrain_jax.plan shows the figures)")
     writer_process = distributed.is_writer()
     if writer_process:
         job_dir, checkpoint_dir, exists = jobs.prepare_folders(config, resume, overwrite)
