@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from chessbrain_jax.config import Config, ConfigError, load_config
+from chessbrain_jax.config import Config, ConfigError, OneLineParser, load_config
 from chessbrain_jax.run import budget
 from chessbrain_jax.run.budget import GB
 
@@ -25,7 +25,7 @@ PROG = "python -m chessbrain_jax.plan"
 
 
 def planner_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, add_help=False)
+    parser = OneLineParser(prog=PROG, add_help=False, allow_abbrev=False)
     parser.add_argument("--device-memory-gb", type=float, default=None,
                         help="memory of the device the run is for (default: this machine's device, when it is the "
                              "run's kind); e.g. 80 for an H100 80 GB")
@@ -186,8 +186,8 @@ def format_plan(plan: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    options, rest = planner_parser().parse_known_args(argv)
     try:
+        options, rest = planner_parser().parse_known_args(argv)
         config, _ = load_config(rest)
         plan = make_plan(config, options)
     except ConfigError as error:

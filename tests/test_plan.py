@@ -59,3 +59,9 @@ def test_a_run_that_cannot_fit_is_refused_in_one_line_before_anything_starts(tmp
     assert plan.main([*argv, "--device-memory-gb", "0.000001"]) == 2
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("problem: ") for line in lines) == 2  # the disk and the device memory
+
+
+def test_bad_planner_flags_are_one_line(capsys):
+    assert plan.main([*SMALL, "--device-memory-gb", "lots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device-memory-gb: invalid float value: 'lots'" in err
