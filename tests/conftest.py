@@ -49,3 +49,23 @@ def tiny_network():
     network = model.ChessNet(channels=8, blocks=1)
     params = model.init_params(network, jax.random.PRNGKey(0))
     return network, params, lambda p, observation: network.apply({"params": p}, observation)
+
+
+# The platform `gpu`-marked tests run on (`$GPU_TEST_PLATFORM`, default gpu; cpu checks the tests
+# themselves); without a device of it they are skipped.
+GPU_TEST_PLATFORM = os.environ.get("GPU_TEST_PLATFORM", "gpu")
+
+
+def _has_platform(platform: str) -> bool:
+    try:
+        return bool(jax.devices(platform))
+    except RuntimeError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if any("gpu" in item.keywords for item in items) and not _has_platform(GPU_TEST_PLATFORM):
+        skip = pytest.mark.skip(reason=f"no {GPU_TEST_PLATFORM} device (JAX_PLATFORMS={os.environ['JAX_PLATFORMS']})")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
