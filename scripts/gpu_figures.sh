@@ -4,7 +4,8 @@
 #
 # Here, once: bash scripts/gpu_figures.sh --wheels
 #   downloads, as wheels into .whl/ (ignored by git), the packages the GPU image lacks: mctx, pgx, svgwrite,
-#   tensorboardX, chess. The image has jax (CUDA), flax, optax, orbax-checkpoint, chex.
+#   tensorboardX, chess, and pytest for the device check. The image has jax (CUDA), flax, optax, orbax-checkpoint,
+#   chex.
 # There (the device tool's `run`):
 #   command "bash scripts/gpu_figures.sh 1", carry [".whl"], timeout_s 320
 #   command "bash scripts/gpu_figures.sh 2", carry [".whl"], timeout_s 320   (the next call, while the machine is warm)
@@ -12,6 +13,8 @@
 # Steps, most important first, each under its own time limit (killed 10 s after it); each writes its result to $OUT
 # as soon as it ends, so a step that fails or runs out of time loses only itself:
 #   part 1: env.txt                 GPU, driver and package versions
+#           gpu-tests.txt           the device check: pytest -m gpu (tests/test_gpu.py: two episodes of the GPU
+#                                   preset at small sizes, bf16/f32 search agreement, no host sync in a chunk)
 #           bench-bf16-4096.json    bench at 128 ch x 6 blocks, 32 simulations, 4096 games, bf16
 #           train-metrics.jsonl     two episodes of configs/gpu-1h.yaml (end-to-end positions/s, compile)
 #   part 2: breakdown-bf16-4096.json  the same bench with --breakdown, and its profiler trace (profile.tgz, split
@@ -29,7 +32,8 @@ mkdir -p "$OUT"
 
 if [ "${1:-}" = "--wheels" ]; then
     mkdir -p .whl
-    for package in mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 tensorboardX==2.6.5; do
+    for package in mctx==0.0.71 pgx==2.6.0 svgwrite==1.4.3 tensorboardX==2.6.5 pytest==8.3.5 pluggy==1.5.0 \
+        iniconfig==2.0.0 packaging==24.2; do
         "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
             --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
             -d .whl "$package" || exit 1
@@ -74,10 +78,13 @@ case "${1:-1}" in
 jax.__version__, jax.devices(), 'flax', flax.__version__, 'optax', optax.__version__, 'mctx', mctx.__version__, \
 'pgx', pgx.__version__, 'orbax', o.__version__)"
     } >"$OUT/env.txt" 2>&1
-    step 120 "bench-bf16-$BIG.json" "$PYTHON" -m chessbrain_jax.bench "${NET[@]}" --selfplay-batch "$BIG" \
+    GPU_TEST_PLATFORM=$([ "$DEVICE" = gpu ] && echo gpu || echo cpu) JAX_PLATFORMS=$([ "$DEVICE" = gpu ] \
+        && echo cuda,cpu || echo cpu) step 90 gpu-tests.txt "$PYTHON" -m pytest -o addopts="" -q -m gpu \
+        -p no:cacheprovider tests/test_gpu.py
+    step 100 "bench-bf16-$BIG.json" "$PYTHON" -m chessbrain_jax.bench "${NET[@]}" --selfplay-batch "$BIG" \
         --precision bfloat16 --device "$DEVICE" --json
     rm -rf /tmp/gpu-runs /tmp/gpu-checkpoints
-    step 110 train.txt "$PYTHON" -m chessbrain_jax.train "${TRAIN[@]}" --job-id gpu --log-dir /tmp/gpu-runs \
+    step 90 train.txt "$PYTHON" -m chessbrain_jax.train "${TRAIN[@]}" --job-id gpu --log-dir /tmp/gpu-runs \
         --checkpoint-dir /tmp/gpu-checkpoints --device "$DEVICE"
     cp /tmp/gpu-runs/gpu/metrics.jsonl "$OUT/train-metrics.jsonl" 2>>"$LOG"
     cat "$OUT/train.txt" >>"$LOG" && rm -f "$OUT/train.txt"
