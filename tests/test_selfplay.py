@@ -302,3 +302,15 @@ def test_the_cheap_search_is_the_search_with_cheap_simulations(tiny_network):
     assert not bool(full) and output.search_tree is None
     np.testing.assert_allclose(output.action_weights, reference.action_weights, atol=1e-6)
     assert int(reference.search_tree.num_simulations) == 3
+
+
+def test_the_selfplay_chunk_has_no_host_round_trip_inside(tiny_network):
+    """The whole chunk stays on the device: no Python callback, infeed/outfeed or send/recv in its program (the
+    gpu-marked twin checks the same on a GPU)."""
+    from tests.test_gpu import host_round_trips
+
+    _, params, apply_fn = tiny_network
+    config = make_config(playout_cap_fraction=0.5, playout_cap_simulations=2)
+    lowered = jax.jit(selfplay.make_play_episode(config, apply_fn)).lower(
+        params, selfplay.init_selfplay(config), jax.random.PRNGKey(0))
+    assert host_round_trips(lowered.as_text()) == []
