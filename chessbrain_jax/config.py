@@ -156,6 +156,10 @@ class Config:
     # --- Network.
     channels: int = _field(64, "Residual tower width.", group=NET, minimum=1)
     blocks: int = _field(6, "Residual blocks.", group=NET, minimum=0)
+    value_head: str = _field("scalar", "scalar: one tanh output trained by squared error; wdl: win/draw/loss "
+                             "probabilities trained by cross-entropy (Leela Chess Zero), a target v read as "
+                             "(max(v, 0), 1 - |v|, max(-v, 0)); the search uses W - L.", group=NET,
+                             choices=("scalar", "wdl"))
 
     # --- Learner and replay.
     learning_rate: float = _field(1e-3, "Peak learning rate.", group=LEARN, minimum=0.0)

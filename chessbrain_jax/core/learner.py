@@ -1,7 +1,7 @@
 """The learner: loss, optimizer and the pure, jitted training step over replay samples.
 
 loss = policy cross-entropy against the search policy over legal moves (where the position has one)
-     + value MSE against the game result (only where the result is known)
+     + value MSE against the game result (only where the result is known; cross-entropy with a WDL head)
      + l2_weight * sum of squared kernel weights (or, with `--optimizer adamw`, decoupled decay of the kernels).
 Gradients are clipped to `grad_clip` global norm; `optax.MultiSteps` accumulates `grad_accum_steps` micro-batches
 per optimizer step. Parameters and optimizer state are float32; the network computes in its own dtype (bfloat16
@@ -82,8 +82,16 @@ def l2_penalty(params) -> jax.Array:
     return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if _is_kernel(path))
 
 
-def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None):
-    """Returns (loss, metrics dict) for one batch; all terms float32.
+def wdl_targets(value: jax.Array) -> jax.Array:
+    """`f32[n, 3]` soft win/draw/loss targets of `f32[n]` value targets in [-1, 1]: (max(v, 0), 1 - |v|,
+    max(-v, 0)), whose W - L is v (a result of +1, 0 or -1 is one-hot)."""
+    return jnp.stack([jnp.maximum(value, 0.0), 1.0 - jnp.abs(value), jnp.maximum(-value, 0.0)], axis=-1)
+
+
+def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None, wdl: bool = False):
+    """Returns (loss, metrics dict) for one batch; all terms float32. `wdl`: the network has a win/draw/loss head,
+    and the value loss is its cross-entropy against `wdl_targets` (`value_mse` reports the squared error of W - L
+    either way).
 
     With `axis` (inside `shard_map` over a data-parallel mesh axis) `batch` is this device's share of the global
     batch and every term is this device's share of the global term: summed over devices, loss, metrics and the
@@ -104,7 +112,8 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     """
     shards = 1 if axis is None else jax.lax.psum(1, axis)
     global_total = (lambda x: x) if axis is None else (lambda x: jax.lax.psum(x, axis))
-    logits, value = apply_fn(params, batch.observation)
+    outputs = apply_fn(params, batch.observation, wdl=True) if wdl else apply_fn(params, batch.observation)
+    logits, value = outputs[0], outputs[1].astype(jnp.float32)
     log_probs = jax.nn.log_softmax(mask_illegal(logits.astype(jnp.float32), batch.legal_mask), axis=-1)
     samples = batch.value.shape[0] * shards
     has_policy = (batch.policy.sum(axis=-1) > 0).astype(jnp.float32)  # all zero: no target (playout-cap)
@@ -112,14 +121,19 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     policy_loss = -jnp.sum(batch.policy * log_probs) / policy_total
     known = batch.value_mask.astype(jnp.float32)
     known_total = global_total(known.sum())
-    value_loss = jnp.sum(known * jnp.square(value.astype(jnp.float32) - batch.value)) / jnp.maximum(known_total, 1.0)
+    squared = jnp.sum(known * jnp.square(value - batch.value)) / jnp.maximum(known_total, 1.0)
+    if wdl:
+        cross_entropy = -jnp.sum(wdl_targets(batch.value) * jax.nn.log_softmax(outputs[2], axis=-1), axis=-1)
+        value_loss = jnp.sum(known * cross_entropy) / jnp.maximum(known_total, 1.0)
+    else:
+        value_loss = squared
     l2 = l2_weight * l2_penalty(params) / shards
     loss = policy_loss + value_loss + l2
     # Diagnostics (no gradient flows from them): the search target's entropy, and KL(target || prior) = the policy
     # loss (a cross-entropy) minus that entropy: how much search still teaches the network.
     entropy = -jnp.sum(jnp.where(batch.policy > 0, batch.policy * jnp.log(jnp.maximum(batch.policy, 1e-30)), 0.0))
     entropy = jax.lax.stop_gradient(entropy / policy_total)
-    return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, l2=l2,
+    return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, value_mse=squared, l2=l2,
                       value_targets_known=known.sum() / samples, policy_targets_known=has_policy.sum() / samples,
                       policy_target_entropy=entropy,
                       policy_kl=jax.lax.stop_gradient(policy_loss) - entropy)
@@ -134,7 +148,8 @@ def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
 
     def train_step(state: TrainState, batch: Batch):
         with jax.named_scope("train_step"):
-            grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight, axis)
+            grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight, axis,
+                                     config.value_head == "wdl")
             if axis is not None:
                 grads, metrics = jax.lax.psum((grads, metrics), axis)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -41,16 +41,18 @@ class ResidualBlock(nn.Module):
 
 class ChessNet(nn.Module):
     """`__call__(observation f32[B, 8, 8, 119]) -> (logits f32[B, 4672], value f32[B])`; compute in `dtype`, the
-    two output layers in float32."""
+    output layers in float32. `value_head="wdl"`: value = P(win) - P(loss) of a softmax over win/draw/loss, and
+    `__call__(observation, wdl=True)` also returns those `f32[B, 3]` logits (for the loss)."""
 
     channels: int = 64
     blocks: int = 6
     dtype: jnp.dtype = jnp.float32
     value_channels: int = 8
     value_hidden: int = 128
+    value_head: str = "scalar"
 
     @nn.compact
-    def __call__(self, observation: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, observation: jax.Array, wdl: bool = False):
         x = observation.astype(self.dtype)
         x = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
         x = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(x))
@@ -71,18 +73,25 @@ class ChessNet(nn.Module):
         v = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(v))
         v = v.reshape(v.shape[0], -1)
         v = nn.relu(nn.Dense(self.value_hidden, dtype=self.dtype, name="value_hidden")(v))
+        if self.value_head == "wdl":
+            wdl_logits = nn.Dense(3, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                                  name="value_wdl")(v.astype(jnp.float32))
+            probabilities = jax.nn.softmax(wdl_logits, axis=-1)
+            value = probabilities[:, 0] - probabilities[:, 2]
+            return (logits, value, wdl_logits) if wdl else (logits, value)
         v = nn.Dense(1, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="value_out")(v.astype(jnp.float32))
-        value = jnp.tanh(v)[:, 0]
-        return logits, value
+        return logits, jnp.tanh(v)[:, 0]
 
 
 def make_network(config: Config, dtype: str = "float32") -> ChessNet:
-    return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype))
+    return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype),
+                    value_head=config.value_head)
 
 
 def make_apply(network: ChessNet):
-    """`apply(params, observation) -> (logits, value)`: the pure function search, self-play and training call."""
-    return lambda params, observation: network.apply({"params": params}, observation)
+    """`apply(params, observation, wdl=False) -> (logits, value[, wdl_logits])`: the pure function search,
+    self-play and training call (`wdl=True`, for the loss of a `value_head="wdl"` network only)."""
+    return lambda params, observation, wdl=False: network.apply({"params": params}, observation, wdl)
 
 
 def init_params(network: ChessNet, key: jax.Array):
