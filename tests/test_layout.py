@@ -15,7 +15,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "chessbrain_jax"
 LAYERS = ("config", "core", "scale", "storage", "play", "run")
-COMMANDS = ("train", "arena", "uci", "registry", "bench")
+COMMANDS = ("train", "arena", "uci", "registry", "bench", "plan")
 IO_LIBRARIES = ("orbax", "tensorboardX", "chess")
 
 
