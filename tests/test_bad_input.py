@@ -93,6 +93,8 @@ OTHER_TOOLS = [
     ("uci", ["--checkpoint", "{tmp}"], None, "is not a checkpoint folder"),
     ("registry", ["--checkpoint-dir", "{tmp}/nothere"], None, "is not a folder"),
     ("bench", ["--channels", "0"], None, "--channels must be >= 1, got 0"),
+    ("plan", ["--device-memory-gb", "lots"], None, "--device-memory-gb: invalid float value: 'lots'"),
+    ("plan", ["--episodes", "0"], None, "--episodes must be"),
 ]
 
 
@@ -102,7 +104,8 @@ def test_other_commands_reject_bad_input_in_one_line(tmp_path, module, arguments
         (tmp_path / file[0]).write_text(file[1])
     argv = [argument.format(tmp=tmp_path) for argument in arguments]
     result = subprocess.run([sys.executable, "-m", f"chessbrain_jax.{module}", *argv], capture_output=True,
-                            text=True, timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": ""},
+                            text=True, timeout=120, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "",
+                                                                 "CHESSBRAIN_COMPILE_CACHE": "off"},
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
