@@ -143,7 +143,8 @@ def test_cli_writes_pgn_and_json(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path, argv, fragment):
     result = subprocess.run([sys.executable, "-m", "chessbrain_jax.arena", *argv, "--checkpoint-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={"PATH": "/usr/bin:/bin:/usr/games", "JAX_PLATFORMS": "cpu"})
+                            env={"PATH": "/usr/bin:/bin:/usr/games", "JAX_PLATFORMS": "cpu",
+                                 "CHESSBRAIN_COMPILE_CACHE": "off"})
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m chessbrain_jax.arena: error: "), result.stderr

@@ -53,7 +53,8 @@ def test_usage_errors(tmp_path, flags, environment, yaml_text, fragment):
         path.write_text(yaml_text)
         argv = ["--config", str(path), *argv]
     result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *argv], capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", **environment})
+                            timeout=60, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "CHESSBRAIN_COMPILE_CACHE": "off", **environment})
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("chessbrain_jax.train: error: "), result.stderr
@@ -72,7 +73,7 @@ def test_usage_errors(tmp_path, flags, environment, yaml_text, fragment):
 def test_environment_errors_after_start(tmp_path, flags, fragment):
     result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *FAST, "--quiet", *flags],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": ""})
+                            env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "", "CHESSBRAIN_COMPILE_CACHE": "off"})
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("chessbrain_jax.train: error: ") and fragment in last
