@@ -146,14 +146,17 @@ def start_up_problems(config: Config, devices: list) -> list[str]:
     checkpoints, and that the device state (train state on every device, games and buffer split across them) fits
     the first device's memory (a CPU's devices share the host's RAM). Programs' temporaries are not counted here:
     `plan` measures those."""
+    import jax
+
     trees = shapes(config)
     problems = [disk_problem(config, disk_plan(config, trees), config.checkpoint_dir)]
-    count, device = max(len(devices), 1), devices[0]
-    shared = tree_bytes(trees["games"]) + tree_bytes(trees["buffer"])
+    # This process's devices only: another process's device is not this host's to ask.
+    local = [device for device in devices if device.process_index == jax.process_index()] or devices
+    device, share = local[0], (tree_bytes(trees["games"]) + tree_bytes(trees["buffer"])) / max(len(devices), 1)
     replicated = tree_bytes(trees["train_state"])
-    if device.platform == "cpu":
-        needed, what = replicated * count + shared, "the run's state"
+    if device.platform == "cpu":  # a host's CPU devices share its RAM
+        needed, what = math.ceil((replicated + share) * len(local)), "this host's share of the run's state"
     else:
-        needed, what = replicated + math.ceil(shared / count), "each device's share of the run's state"
+        needed, what = math.ceil(replicated + share), "each device's share of the run's state"
     problems.append(memory_problem(needed, device_memory_bytes(device), what))
     return [problem for problem in problems if problem]
