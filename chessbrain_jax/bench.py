@@ -94,11 +94,11 @@ def tree_bytes(config, apply_fn, params, states) -> dict[str, float]:
     import jax
 
     from chessbrain_jax.core.search import make_search_fn
+    from chessbrain_jax.run.budget import tree_bytes as size
 
     output = jax.eval_shape(make_search_fn(config, apply_fn), params, jax.random.PRNGKey(0), states)
     tree = output.search_tree
     nodes = config.selfplay_batch * (config.mcts_simulations + 1)
-    size = lambda tree_part: sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree_part))  # noqa
     embedding = size(tree.embeddings) / nodes  # the pgx state and the node's legal-move slots
     return {"tree_bytes_per_node": size(tree) / nodes, "embedding_bytes_per_node": embedding,
             "statistics_bytes_per_node": size(tree) / nodes - embedding, "tree_bytes_per_search": size(tree)}

@@ -86,16 +86,20 @@ def make_capped_search(config: Config, apply_fn: ApplyFn):
     runs), picks the full search (`mcts_simulations`) with that probability, else the cheap one
     (`cheap_simulations`); `full` is that `bool[]` choice. Otherwise every ply is a full search, with the same
     random numbers as before the option existed."""
-    full_search = make_search_fn(config, apply_fn)
+    def treeless(simulations: int | None = None):  # both branches of the cond must return the same shapes
+        search = make_search_fn(config, apply_fn, simulations)
+        return lambda params, key, env: search(params, key, env)._replace(search_tree=None)
+
+    full_search = treeless()
     if config.playout_cap_fraction >= 1:
-        return lambda params, key, env: (full_search(params, key, env)._replace(search_tree=None), jnp.bool_(True))
-    cheap_search = make_search_fn(config, apply_fn, config.cheap_simulations)
+        return lambda params, key, env: (full_search(params, key, env), jnp.bool_(True))
+    cheap_search = treeless(config.cheap_simulations)
 
     def search(params, key: jax.Array, env: chess_env.State):
         key_cap, key_search = jax.random.split(key)
         full = jax.random.bernoulli(key_cap, config.playout_cap_fraction)
-        output = jax.lax.cond(full, lambda: full_search(params, key_search, env)._replace(search_tree=None),
-                              lambda: cheap_search(params, key_search, env)._replace(search_tree=None))
+        output = jax.lax.cond(full, lambda: full_search(params, key_search, env),
+                              lambda: cheap_search(params, key_search, env))
         return output, full
 
     return search
