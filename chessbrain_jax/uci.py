@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint-dir", metavar="DIR", help="With --job: the checkpoint root to look in.")
     parser.add_argument("--job", metavar="JOB", help="With --checkpoint-dir: play this job's latest checkpoint.")
     parser.add_argument("--simulations", metavar="N", type=_positive_int, help="Default of the Simulations option "
-                        "(simulations per tree per chunk) [default: the network's training setting].")
+                        "(the tree size of a go without limits) [default: the network's training setting].")
+    parser.add_argument("--hash", metavar="MB", type=_positive_int, help="Default of the Hash option (MiB of search "
+                        "tree) [default: 128].")
     parser.add_argument("--search", choices=SEARCHES, help="Default of the Search option [default: the network's "
                         "training setting].")
     parser.add_argument("--channels", metavar="N", help="Untrained network only: tower width [default: 64].")
@@ -99,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         sys.stdout = sys.stderr  # from here on stray prints of libraries must not corrupt the protocol
-        engine = UciEngine(load_player(args), Output(protocol), debug=args.debug)
+        engine = UciEngine(load_player(args), Output(protocol), debug=args.debug, hash_mb=args.hash)
         engine.warm_up()
         for line in iter(sys.stdin.readline, ""):
             if not engine.handle(line):

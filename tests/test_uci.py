@@ -1,7 +1,7 @@
 """The UCI engine through real clients: python-chess's engine module, and raw pipes for malformed input.
 
-Each engine process compiles its search chunk and pgx step (seconds); both processes share a persistent XLA cache,
-so the second one starts in a few seconds.
+Each engine process compiles its search tree and pgx step (seconds); both processes share a persistent XLA cache,
+so the second one starts in a few seconds. The engines run with Hash 2 (a 292-node tree).
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import time
 
 import chess
 import chess.engine
-import numpy as np
 import pytest
 
-from chessbrain_jax.core.types import NUM_ACTIONS
-from chessbrain_jax.play import notation
-from chessbrain_jax.play.uci.chunks import PV_LENGTH, ChunkResult
-from chessbrain_jax.play.uci.clock import GoCommand, parse_go
-from chessbrain_jax.play.uci.search import SearchTotals
+from chessbrain_jax.play.uci.clock import GoCommand, SearchControl, parse_go
+from chessbrain_jax.play.uci.search import _node_limit, _root_move
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENGINE = [sys.executable, "-m", "chessbrain_jax.uci", "--channels", "8", "--blocks", "1", "--simulations", "8"]
-INFO_LINE = re.compile(r"^info depth (\d+) nodes (\d+) nps \d+ score cp (-?\d+) time \d+ pv ((?:\S+ ?)+)$")
+ENGINE = [sys.executable, "-m", "chessbrain_jax.uci", "--channels", "8", "--blocks", "1", "--simulations", "8",
+          "--hash", "2"]
+INFO_LINE = re.compile(r"^info depth (\d+) seldepth \d+ multipv (\d+) score (?:cp|mate) -?\d+(?: wdl \d+ \d+ \d+)? "
+                       r"nodes (\d+) nps \d+ hashfull \d+ time \d+ pv ((?:\S+ ?)+)$")
+CAPACITY = 292  # nodes of a 2 MiB tree (7,182 bytes a node)
 CASTLED = "e2e4 e7e5 g1f3 b8c6 f1c4 g8f6 e1g1".split()
 
 
@@ -48,10 +47,15 @@ def engine(engine_env):
 
 def test_identifies_itself_and_its_options(engine):
     assert engine.id == {"name": "chessbrain_jax untrained", "author": "chessbrain_jax developers"}
-    simulations, threads, search = engine.options["Simulations"], engine.options["Threads"], engine.options["Search"]
+    options = engine.options
+    assert set(options) >= {"Simulations", "Hash", "MultiPV", "UCI_ShowWDL", "Search"} and "Threads" not in options
+    simulations, hash_mb, multipv = options["Simulations"], options["Hash"], options["MultiPV"]
     assert (simulations.type, simulations.default, simulations.min, simulations.max) == ("spin", 8, 1, 100000)
-    assert (threads.type, threads.default, threads.min) == ("spin", 1, 1)
-    assert (search.type, search.default, search.var) == ("combo", "gumbel", ["gumbel", "puct"])
+    assert (hash_mb.type, hash_mb.default, hash_mb.min) == ("spin", 2, 1)
+    assert (multipv.type, multipv.default, multipv.min, multipv.max) == ("spin", 1, 1, 16)
+    assert (options["UCI_ShowWDL"].type, options["UCI_ShowWDL"].default) == ("check", False)
+    assert (options["Search"].type, options["Search"].default, options["Search"].var) == (
+        "combo", "gumbel", ["gumbel", "puct"])
 
 
 def _board(fen: str = chess.STARTING_FEN, moves: tuple[str, ...] = ()) -> chess.Board:
@@ -84,27 +88,34 @@ def test_searchmoves_restricts_the_root(engine):
         assert engine.play(board, chess.engine.Limit(nodes=8), root_moves=allowed).move in allowed
 
 
-def test_nodes_run_whole_chunks_and_analyse_reports_score_and_pv(engine):
+def test_nodes_grow_one_tree_and_analyse_reports_score_and_pv(engine):
     board = _board(moves=tuple(CASTLED))
-    for nodes, expected in ((8, 8), (16, 16), (20, 24)):  # ceil(nodes / 8) chunks of 8 simulations
+    for nodes in (8, 20, 100):
         info = engine.analyse(board, chess.engine.Limit(nodes=nodes))
-        assert info["nodes"] == expected
+        assert info["nodes"] == nodes  # one tree of exactly the budget
         assert info["score"].relative == chess.engine.Cp(0)  # the untrained value head is zero everywhere
         pv, replay = info["pv"], board.copy()
-        assert pv and info["depth"] == len(pv)
+        assert pv and info["depth"] == len(pv) and info["seldepth"] >= info["depth"]
         for move in pv:
             assert move in replay.legal_moves
             replay.push(move)
+    assert info["depth"] >= 2 and info["hashfull"] == 100 * 1000 // (CAPACITY - 1)
 
 
-def test_movetime_runs_chunks_until_the_time_is_spent(engine):
+def test_a_full_tree_answers_and_says_so(engine):
+    result = engine.play(_board(), chess.engine.Limit(nodes=5000), info=chess.engine.INFO_ALL)
+    assert result.info["nodes"] == CAPACITY - 1 and result.info["hashfull"] == 1000
+    assert result.info["string"].startswith(f"the search tree is full ({CAPACITY} nodes)")
+
+
+def test_movetime_grows_the_tree_until_the_time_is_spent(engine):
     board = _board()
     started = time.monotonic()
-    result = engine.play(board, chess.engine.Limit(time=0.5), info=chess.engine.INFO_ALL)
+    result = engine.play(board, chess.engine.Limit(time=0.3), info=chess.engine.INFO_ALL)
     elapsed = time.monotonic() - started
     assert result.move in board.legal_moves
-    assert result.info["nodes"] > 8 and result.info["nodes"] % 8 == 0  # more than the one chunk every go runs
-    assert result.info["time"] <= 0.5 and elapsed < 2.0
+    assert result.info["nodes"] > 16  # more than the first step
+    assert result.info["time"] <= 0.35 and elapsed < 2.0
 
 
 def test_clock_budget_is_a_share_of_the_remaining_time(engine):
@@ -113,6 +124,25 @@ def test_clock_budget_is_a_share_of_the_remaining_time(engine):
     limit = chess.engine.Limit(white_clock=6.0, black_clock=6.0, white_inc=0.0, black_inc=0.0)
     assert engine.play(board, limit).move in board.legal_moves
     assert time.monotonic() - started < 6.0 / 30 + 1.0  # remaining / 30 with no movestogo
+
+
+def test_multipv_wdl_and_mate_scores(engine):
+    board = chess.Board("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1")  # a1a8 mates
+    engine.configure({"UCI_ShowWDL": True})
+    try:
+        infos = engine.analyse(board, chess.engine.Limit(mate=1), multipv=3)  # python-chess sets MultiPV itself
+    finally:
+        engine.configure({"UCI_ShowWDL": False})
+    assert [info["multipv"] for info in infos] == [1, 2, 3]
+    assert len({info["pv"][0] for info in infos}) == 3 and infos[0]["pv"] == [chess.Move.from_uci("a1a8")]
+    assert infos[0]["score"].relative == chess.engine.Mate(1)
+    assert infos[0]["wdl"].relative == chess.engine.Wdl(1000, 0, 0)
+    assert all(info["score"].relative.mate() is None for info in infos[1:])  # a1a8 is the only mate in one
+
+
+def test_go_depth_stops_at_a_line_that_long(engine):
+    info = engine.analyse(_board(moves=tuple(CASTLED)), chess.engine.Limit(depth=2))
+    assert info["depth"] >= 2 and info["nodes"] < CAPACITY - 1
 
 
 @pytest.mark.parametrize("fen, termination", [
@@ -126,66 +156,30 @@ def test_game_over_answers_the_null_move(engine, fen, termination):
     assert result.info["string"].startswith(f"game over ({termination}")
 
 
-def test_threads_search_independent_trees_in_one_chunk(engine):
-    board = _board(moves=tuple(CASTLED))
-    engine.configure({"Threads": 2})
-    try:
-        for nodes, expected in ((8, 16), (24, 32)):  # chunks of 2 trees x 8 simulations
-            info = engine.analyse(board, chess.engine.Limit(nodes=nodes))
-            assert info["nodes"] == expected and info["pv"][0] in board.legal_moves
-    finally:
-        engine.configure({"Threads": 1})
+def test_mate_scores_only_where_the_line_ends_in_mate_and_the_value_confirms():
+    board = chess.Board("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1")
+    mate, quiet = [chess.Move.from_uci("a1a8")], [chess.Move.from_uci("a1a2")]
+    assert _root_move(board, mate, 10, 1.0).mate == 1
+    assert _root_move(board, mate, 10, 0.9).mate is None  # a mate the values do not confirm yet
+    assert _root_move(board, quiet, 10, 1.0).mate is None
+    mated = chess.Board("6k1/5ppp/8/8/8/8/5PPP/R5K1 b - - 0 1")
+    line = [chess.Move.from_uci("g8h8"), chess.Move.from_uci("a1a8")]
+    assert _root_move(mated, line, 10, -1.0).mate == -1
 
 
-def _actions(board: chess.Board, *moves: str) -> list[int]:
-    actions = []
-    for move in moves:
-        actions.append(notation.move_to_action(board, chess.Move.from_uci(move)))
-        board = _board(board.fen(), (move,))
-    return actions
-
-
-def _chunk(choices: list[int], weights: dict[int, list[float]], values: list[float],
-           lines: list[list[int]]) -> ChunkResult:
-    """A `ChunkResult` of len(choices) trees; `weights` maps actions to per-tree weights, `lines[t]` is tree t's PV."""
-    trees = len(choices)
-    dense = np.zeros((trees, NUM_ACTIONS), np.float32)
-    for action, per_tree in weights.items():
-        dense[:, action] = per_tree
-    pv = np.full((trees, 2, PV_LENGTH), -1, np.int32)
-    for tree, line in enumerate(lines):
-        pv[tree, 0, :len(line)] = line
-    return ChunkResult(np.array(choices, np.int32), dense, np.array(values, np.float32), pv,
-                       np.zeros(NUM_ACTIONS, np.float32))
-
-
-def test_trees_and_chunks_are_combined_by_summing_over_legal_moves():
-    board = chess.Board()
-    e4, e5, nf3 = _actions(board, "e2e4", "e7e5", "g1f3")
-    d4, d5 = _actions(board, "d2d4", "d7d5")
-    illegal = notation.move_to_action(board, chess.Move.from_uci("e2e5"))
-    # Tree 0 prefers e4 and tree 1 d4; summed, d4 wins (1.2 against 0.7). The illegal weight never counts.
-    chunk = _chunk([e4, d4], {e4: [0.6, 0.1], d4: [0.4, 0.8], illegal: [9.0, 9.0]}, [0.2, 0.4],
-                   [[e4, e5, nf3], [d4, d5]])
-    totals = SearchTotals(board, list(board.legal_moves), "gumbel")
-    totals.add(chunk, simulations=8)
-    assert (totals.trees, totals.simulations) == (2, 16) and totals.value == pytest.approx(0.3)
-    assert totals.best_action() == d4
-    assert [move.uci() for move in totals.principal_variation()] == ["d2d4", "d7d5"]
-    totals.add(_chunk([e4], {e4: [1.0]}, [0.0], [[e4, e5, nf3]]), simulations=8)  # a second chunk: e4 1.7 > 1.2
-    assert totals.best_action() == e4 and totals.simulations == 24 and totals.value == pytest.approx(0.2)
-    assert [move.uci() for move in totals.principal_variation()] == ["e2e4", "e7e5", "g1f3"]
-
-    # One Gumbel tree plays the move its sequential halving chose; PUCT the most visited one.
-    single = _chunk([e4], {e4: [0.3], d4: [0.7]}, [0.0], [[e4]])
-    gumbel, puct = (SearchTotals(board, list(board.legal_moves), search) for search in ("gumbel", "puct"))
-    gumbel.add(single, 8)
-    puct.add(single._replace(action=np.array([d4], np.int32)), 8)
-    assert gumbel.best_action() == e4 and puct.best_action() == d4
-    # With searchmoves only the allowed moves compete.
-    restricted = SearchTotals(board, [chess.Move.from_uci("a2a3"), chess.Move.from_uci("e2e4")], "puct")
-    restricted.add(_chunk([d4], {e4: [0.2], d4: [0.8]}, [0.0], [[d4]]), 8)
-    assert restricted.best_action() == e4
+@pytest.mark.parametrize("tokens, nps, expected", [
+    ("nodes 500", None, 500),
+    ("nodes 5000", None, 999),  # no more than the tree holds
+    ("movetime 1030", 200.0, 200),  # the time budget at the measured speed
+    ("movetime 1030", None, 999),  # speed unknown: plan for the whole tree, the clock still stops it
+    ("nodes 50 movetime 1030", 200.0, 50),
+    ("depth 3", None, 999),
+    ("", None, 8),  # a plain go searches the Simulations option's tree
+    ("infinite nodes 50", None, 999),
+])
+def test_node_limit_plans_the_tree(tokens, nps, expected):
+    go, _, _ = parse_go(tokens.split(), chess.Board())
+    assert _node_limit(SearchControl(go, time.monotonic()), True, 8, nps, 1000) == expected
 
 
 @pytest.mark.parametrize("tokens, white, seconds", [
@@ -204,14 +198,15 @@ def test_time_budget(tokens, white, seconds):
     assert budget == pytest.approx(seconds) if seconds is not None else budget is None
 
 
-def test_parse_go_drops_bad_arguments_and_notes_unsupported_ones():
+def test_parse_go_drops_bad_arguments_and_notes_approximate_ones():
     go, errors, notes = parse_go("nodes -5 movetime depth 3 searchmoves e2e4 e2e5 0000 wtime x ponder blah".split(),
                                  chess.Board())
-    assert go == GoCommand(ponder=True, searchmoves=[chess.Move.from_uci("e2e4")])
+    assert go == GoCommand(ponder=True, depth=3, searchmoves=[chess.Move.from_uci("e2e4")])
     assert errors == ["go nodes: expected a value >= 0, got -5", "go movetime: missing value",
                       "go searchmoves: 'e2e5' is not a legal move here", "go wtime: expected an integer, got 'x'",
                       "go: unknown argument 'blah'"]
-    assert notes == ["go depth is not supported and is ignored; the other limits apply"]
+    assert notes == ["go depth/mate: the search stops once its principal variation is that long or ends in that "
+                     "mate, or at the other limits, or when the tree is full"]
 
 
 class RawEngine:
@@ -256,7 +251,7 @@ def test_raw_session_survives_malformed_input(engine_env, tmp_path):
         raw.send("uci", "isready")
         raw.read_until("uciok", "readyok")
         raw.send("position fen garbage", "position startpos moves e2e5", "go nodes abc",
-                 "setoption name Simulations value -3", "setoption name Hash value 16", "foo", "", "   ", "isready")
+                 "setoption name Simulations value -3", "setoption name Threads value 2", "foo", "", "   ", "isready")
         lines = raw.read_until("readyok", "bestmove")
         assert [line for line in lines if line.startswith("info string")] == [
             "info string error: position: invalid FEN 'garbage': expected 8 rows in position part of fen: 'garbage'",
@@ -264,19 +259,20 @@ def test_raw_session_survives_malformed_input(engine_env, tmp_path):
             "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
             "info string error: go nodes: expected an integer, got 'abc'",
             "info string error: setoption Simulations: value must be an integer in [1, 100000], got '-3'",
-            "info string error: setoption: unknown option 'Hash' (options: Simulations, Threads, Search)",
+            "info string error: setoption: unknown option 'Threads' (options: Simulations, Hash, MultiPV, "
+            "UCI_ShowWDL, Search)",
             "info string error: unknown command 'foo'",
         ]
         _bestmove(lines, chess.Board())  # the rejected positions left the start position in place
-        assert [INFO_LINE.match(line).group(2) for line in lines if line.startswith("info depth")] == ["8"]
+        assert [INFO_LINE.match(line).group(3) for line in lines if line.startswith("info depth")][-1] == "8"
 
         raw.send("position startpos moves e2e4", "go nodes 8")
         lines = raw.read_until("bestmove")
         after_e4 = _board(moves=("e2e4",))
         best = _bestmove(lines, after_e4)
         infos = [INFO_LINE.match(line) for line in lines if line.startswith("info")]
-        assert len(infos) == 1 and infos[0].group(2) == "8"  # Simulations is still 8: -3 was rejected
-        assert infos[0].group(4).split()[0] == best.uci()
+        assert infos[-1].group(3) == "8"  # Simulations is still 8: -3 was rejected
+        assert infos[-1].group(4).split()[0] == best.uci()
 
         raw.send("go infinite")
         time.sleep(1.0)

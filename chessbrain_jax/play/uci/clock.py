@@ -24,6 +24,8 @@ class GoCommand:
     winc: int | None = None
     binc: int | None = None
     movestogo: int | None = None
+    depth: int | None = None  # plies of principal variation to reach (approximate: see docs/uci.md)
+    mate: int | None = None  # moves within which to find a mate
     infinite: bool = False
     ponder: bool = False
     searchmoves: list[chess.Move] = dataclasses.field(default_factory=list)
@@ -48,7 +50,7 @@ _GO_KEYWORDS = (*_GO_COUNTS, "infinite", "ponder", "searchmoves")
 
 
 def parse_go(tokens: Sequence[str], board: chess.Board) -> tuple[GoCommand, list[str], list[str]]:
-    """(command, errors, notes): a bad argument is an error and is dropped, an unsupported one a note."""
+    """(command, errors, notes): a bad argument is an error and is dropped; notes say what a limit means here."""
     go, errors, notes = GoCommand(), [], []
     index = 0
     while index < len(tokens):
@@ -74,15 +76,16 @@ def parse_go(tokens: Sequence[str], board: chess.Board) -> tuple[GoCommand, list
             except ValueError:
                 errors.append(f"go {word}: expected an integer, got {raw!r}")
                 continue
-            if word in ("depth", "mate"):
-                notes.append(f"go {word} is not supported and is ignored; the other limits apply")
-            elif value < 0 and word not in ("wtime", "btime"):  # a clock may run negative after an overrun
+            if value < 0 and word not in ("wtime", "btime"):  # a clock may run negative after an overrun
                 errors.append(f"go {word}: expected a value >= 0, got {value}")
             else:
                 setattr(go, word, value)
         else:
             errors.append(f"go: unknown argument {word!r}")
     go.searchmoves = [move for move in go.searchmoves if move]  # 0000 is no move to search
+    if go.depth is not None or go.mate is not None:
+        notes.append("go depth/mate: the search stops once its principal variation is that long or ends in that "
+                     "mate, or at the other limits, or when the tree is full")
     return go, errors, notes
 
 

@@ -10,13 +10,14 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, TextIO
 
 import chess
 
-from chessbrain_jax.play.uci.chunks import ChunkSearch, PositionStates, SearchSettings
 from chessbrain_jax.play.uci.clock import SearchControl, parse_go
-from chessbrain_jax.play.uci.search import GoSearch, SearchTotals
+from chessbrain_jax.play.uci.positions import PositionStates
+from chessbrain_jax.play.uci.search import GoSearch, SearchReport
+from chessbrain_jax.play.uci.tree import MAX_MULTIPV, TreeSearch, TreeSettings, capacity_for, node_bytes
 
 if TYPE_CHECKING:
     from chessbrain_jax.play.player import NetworkPlayer
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 AUTHOR = "chessbrain_jax developers"
 SEARCHES = ("gumbel", "puct")
 MAX_SIMULATIONS = 100_000
-MAX_THREADS = 256
+DEFAULT_HASH_MB = 128
+MAX_HASH_MB = 65_536
 
 
 class UciError(ValueError):
@@ -60,17 +62,19 @@ class Output:
 class SearchInfo:
     """The info lines of a search in flight (a `search.SearchListener`)."""
 
-    def __init__(self, out: Output):
-        self.out = out
+    def __init__(self, out: Output, multipv: int = 1, show_wdl: bool = False):
+        self.out, self.multipv, self.show_wdl = out, multipv, show_wdl
 
-    def chunk(self, totals: SearchTotals, pv: list[chess.Move], elapsed: float) -> None:
-        """`info depth nodes nps score cp time pv`; depth is the pv's length."""
-        from chessbrain_jax.play.player import value_to_centipawns
-
-        nodes, milliseconds = totals.simulations, max(int(elapsed * 1000), 1)
-        self.out.send(f"info depth {len(pv)} nodes {nodes} nps {nodes * 1000 // milliseconds} score cp "
-                      f"{value_to_centipawns(totals.value)} time {milliseconds} pv "
-                      + " ".join(move.uci() for move in pv))
+    def report(self, report: SearchReport) -> None:
+        """One `info depth seldepth multipv score nodes nps hashfull time pv` line per shown root move."""
+        nodes, milliseconds = report.simulations, max(int(report.elapsed * 1000), 1)
+        common = (f"nodes {nodes} nps {nodes * 1000 // milliseconds} hashfull "
+                  f"{min(1000, nodes * 1000 // max(report.capacity - 1, 1))} time {milliseconds}")
+        for rank, move in enumerate(report.moves[:self.multipv], 1):
+            value = report.value if rank == 1 and move.mate is None else move.value
+            self.out.send(f"info depth {len(move.line)} seldepth {max(report.seldepth, len(move.line))} "
+                          f"multipv {rank} {score_text(value, move.mate, self.show_wdl)} {common} pv "
+                          + " ".join(pv_move.uci() for pv_move in move.line))
 
     def game_over(self, outcome: chess.Outcome) -> None:
         self.out.info(f"game over ({outcome.termination.name.lower()}, {outcome.result()}): no move to play")
@@ -79,18 +83,45 @@ class SearchInfo:
         self.out.info("pgx scores this position as drawn (repetition, 50-move rule or 512 plies): playing the "
                       "network's most likely legal move")
 
+    def tree_full(self, capacity: int) -> None:
+        self.out.info(f"the search tree is full ({capacity} nodes): a larger Hash lets it grow further")
+
+
+def score_text(value: float, mate: int | None, show_wdl: bool) -> str:
+    """`score cp C` (Leela Chess Zero's mapping of the expected score) or `score mate N`, then `wdl W D L` in
+    permille when asked: the value v in [-1, 1] read as W = max(v, 0), L = max(-v, 0), D = 1 - |v| (the same split
+    the WDL head is trained on)."""
+    from chessbrain_jax.play.player import value_to_centipawns
+
+    text = f"score mate {mate}" if mate is not None else f"score cp {value_to_centipawns(value)}"
+    if show_wdl:
+        win, loss = round(1000 * max(value, 0.0)), round(1000 * max(-value, 0.0))
+        text += f" wdl {win} {1000 - win - loss} {loss}"
+    return text
+
+
+class Options(NamedTuple):
+    """The engine's UCI options."""
+
+    simulations: int  # the tree size of a `go` without limits
+    hash_mb: int  # MiB of tree: its capacity in nodes
+    search: str
+    multipv: int
+    show_wdl: bool
+
 
 class UciEngine:
     """The session: options, the current position, the search in flight. `handle(line)` runs one command in the
     main thread; `go` searches in a worker thread, so `isready`, `stop` and `ponderhit` are answered meanwhile."""
 
-    def __init__(self, player: NetworkPlayer, out: Output, debug: bool = False):
+    def __init__(self, player: NetworkPlayer, out: Output, debug: bool = False, hash_mb: int | None = None):
         self.player, self.out, self.debug = player, out, debug
-        self.chunks = ChunkSearch(player.apply_fn, player.params, player.config)
+        self.trees = TreeSearch(player.apply_fn, player.params, player.config)
+        self.node_bytes = node_bytes(player.apply_fn, player.params, player.config)
         self.positions = PositionStates()
-        self.searcher = GoSearch(self.chunks, self.positions)
-        self.defaults = SearchSettings(player.simulations, 1, player.config.search)
-        self.settings = self.defaults
+        self.searcher = GoSearch(self.trees, self.positions)
+        self.defaults = Options(player.simulations, hash_mb or DEFAULT_HASH_MB, player.config.search, 1, False)
+        self.options = self.defaults
         self.board = chess.Board()
         self._control: SearchControl | None = None
         self._worker: threading.Thread | None = None
@@ -101,10 +132,11 @@ class UciEngine:
         }
 
     def warm_up(self) -> None:
-        """Starts compiling, in two background threads, the default chunk and the step that builds positions."""
+        """Starts compiling, in two background threads, the default tree and the step that builds positions."""
         opening = chess.Board()
         opening.push_uci("e2e4")
-        for work in (lambda: self.chunks.compile(self.settings), lambda: self.positions.state(opening)):
+        settings = self.tree_settings(self.options)
+        for work in (lambda: self.trees.compile(settings), lambda: self.positions.state(opening)):
             threading.Thread(target=self._quietly, args=(work,), daemon=True).start()
 
     def handle(self, line: str) -> bool:
@@ -147,6 +179,10 @@ class UciEngine:
         except Exception as error:
             self._internal_error(error)
 
+    def tree_settings(self, options: Options) -> TreeSettings:
+        """The compiled tree `options` search with (Hash gives its capacity)."""
+        return TreeSettings(capacity_for(options.hash_mb, self.node_bytes), options.search)
+
     def _searching(self) -> bool:
         return self._control is not None and not self._control.answered.is_set()
 
@@ -155,18 +191,20 @@ class UciEngine:
     def _uci(self, _: list[str]) -> None:
         self.out.send(f"id name chessbrain_jax {self.player.name}")
         self.out.send(f"id author {AUTHOR}")
-        self.out.send(f"option name Simulations type spin default {self.defaults.simulations} min 1 "
-                      f"max {MAX_SIMULATIONS}")
-        self.out.send(f"option name Threads type spin default {self.defaults.threads} min 1 max {MAX_THREADS}")
-        self.out.send(f"option name Search type combo default {self.defaults.search} "
+        defaults = self.defaults
+        self.out.send(f"option name Simulations type spin default {defaults.simulations} min 1 max {MAX_SIMULATIONS}")
+        self.out.send(f"option name Hash type spin default {defaults.hash_mb} min 1 max {MAX_HASH_MB}")
+        self.out.send(f"option name MultiPV type spin default {defaults.multipv} min 1 max {MAX_MULTIPV}")
+        self.out.send(f"option name UCI_ShowWDL type check default {str(defaults.show_wdl).lower()}")
+        self.out.send(f"option name Search type combo default {defaults.search} "
                       + " ".join(f"var {name}" for name in SEARCHES))
         self.out.send("uciok")
 
     def _isready(self, _: list[str]) -> None:
         try:
-            if not self._searching():  # get the current position and chunk ready, so that `go` pays no compile
+            if not self._searching():  # get the current position and tree ready, so that `go` pays no compile
                 self.positions.state(self.board)
-                self.chunks.compile(self.settings)
+                self.trees.compile(self.tree_settings(self.options))
         finally:
             self.out.send("readyok")
 
@@ -205,16 +243,24 @@ class UciEngine:
             raise UciError("setoption: expected 'setoption name <name> [value <value>]'")
         end = tokens.index("value") if "value" in tokens else len(tokens)
         name, value = " ".join(tokens[1:end]), " ".join(tokens[end + 1:])
-        if name.lower() == "simulations":
-            self.settings = self.settings._replace(simulations=_spin(name, value, MAX_SIMULATIONS))
-        elif name.lower() == "threads":
-            self.settings = self.settings._replace(threads=_spin(name, value, MAX_THREADS))
-        elif name.lower() == "search":
+        key = name.lower()
+        if key == "simulations":
+            self.options = self.options._replace(simulations=_spin(name, value, 1, MAX_SIMULATIONS))
+        elif key == "hash":
+            self.options = self.options._replace(hash_mb=_spin(name, value, 1, MAX_HASH_MB))
+        elif key == "multipv":
+            self.options = self.options._replace(multipv=_spin(name, value, 1, MAX_MULTIPV))
+        elif key == "uci_showwdl":
+            if value.lower() not in ("true", "false"):
+                raise UciError(f"setoption {name}: value must be true or false, got {value!r}")
+            self.options = self.options._replace(show_wdl=value.lower() == "true")
+        elif key == "search":
             if value.lower() not in SEARCHES:
                 raise UciError(f"setoption {name}: value must be one of {', '.join(SEARCHES)}, got {value!r}")
-            self.settings = self.settings._replace(search=value.lower())
+            self.options = self.options._replace(search=value.lower())
         else:
-            raise UciError(f"setoption: unknown option {name!r} (options: Simulations, Threads, Search)")
+            raise UciError(f"setoption: unknown option {name!r} (options: Simulations, Hash, MultiPV, UCI_ShowWDL, "
+                           "Search)")
 
     def _go(self, tokens: list[str]) -> None:
         started = time.monotonic()
@@ -226,7 +272,7 @@ class UciEngine:
         self.finish_search()  # a new `go` ends the search in flight, which answers its own bestmove first
         self._control = SearchControl(go, started)
         self._worker = threading.Thread(target=self._think, name="search", daemon=True,
-                                        args=(self.board.copy(), self.settings, self._control))
+                                        args=(self.board.copy(), self.options, self._control))
         self._worker.start()
 
     def _stop(self, _: list[str]) -> None:
@@ -239,10 +285,11 @@ class UciEngine:
 
     # -- the search worker
 
-    def _think(self, board: chess.Board, settings: SearchSettings, control: SearchControl) -> None:
+    def _think(self, board: chess.Board, options: Options, control: SearchControl) -> None:
         """Searches `board` within `control`'s limits and answers bestmove, whatever happens."""
         try:
-            pv = self.searcher.run(board, settings, control, SearchInfo(self.out))
+            pv = self.searcher.run(board, self.tree_settings(options), options.simulations, control,
+                                   SearchInfo(self.out, options.multipv, options.show_wdl))
         except Exception as error:
             self._internal_error(error)
             pv = list(board.legal_moves)[:1]  # still a legal answer
@@ -251,12 +298,12 @@ class UciEngine:
         self.out.send(answer + (f" ponder {pv[1].uci()}" if len(pv) > 1 else ""))
 
 
-def _spin(name: str, value: str, maximum: int) -> int:
-    """The integer value of a spin option, checked against [1, `maximum`]."""
+def _spin(name: str, value: str, minimum: int, maximum: int) -> int:
+    """The integer value of a spin option, checked against [`minimum`, `maximum`]."""
     try:
         number = int(value)
     except ValueError:
-        number = 0
-    if not 1 <= number <= maximum:
-        raise UciError(f"setoption {name}: value must be an integer in [1, {maximum}], got {value!r}")
+        number = minimum - 1
+    if not minimum <= number <= maximum:
+        raise UciError(f"setoption {name}: value must be an integer in [{minimum}, {maximum}], got {value!r}")
     return number

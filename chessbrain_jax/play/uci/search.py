@@ -1,79 +1,57 @@
-"""Search control for one `go`: how many chunks to run within its limits, and which move their trees agree on.
+"""Search control for one `go`: one tree, grown in steps while the limits allow, and what each step found.
 
-Chunks share no tree: the statistics of all trees are summed over the moves the search may play and the argmax
-is played. Progress goes to a `SearchListener`; this module writes no protocol text.
+Every `go` searches one tree (`tree.TreeSearch`) planned for the simulations its limits allow: `nodes`, or the time
+budget times the speed last measured, or the whole tree for `go infinite`/`ponder`. Steps at most double the tree,
+report at most `REPORT_SECONDS` apart and end within the time budget. Progress goes to a `SearchListener`; this module writes no
+protocol text.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import chess
 import numpy as np
 
-from chessbrain_jax.play.uci.chunks import PV_LENGTH, ChunkResult, ChunkSearch, PositionStates, SearchSettings
 from chessbrain_jax.play.uci.clock import SearchControl
+from chessbrain_jax.play.uci.positions import PositionStates
+from chessbrain_jax.play.uci.tree import Snapshot, TreeSearch, TreeSettings
 
 if TYPE_CHECKING:
     from chessbrain_jax.core.chess_env import State
 
+REPORT_SECONDS = 0.25  # wall time between info lines while a search runs
+FIRST_STEP = 16  # simulations of the first step when the speed is not known yet
+MATE_VALUE = 0.999  # a root move this close to +-1 whose line ends in mate is reported as a mate score
 
-class SearchTotals:
-    """The statistics of every tree of one `go`, summed over its chunks, restricted to the moves it may play."""
 
-    def __init__(self, board: chess.Board, moves: list[chess.Move], search: str):
-        from chessbrain_jax.play import notation
+class RootMove(NamedTuple):
+    """One of the best root moves of a search (for MultiPV): its line from the root, visits and value."""
 
-        self.board, self.moves, self.search = board, moves, search
-        self.actions = np.array([notation.move_to_action(board, move) for move in moves])  # i32[M]
-        self.weights = np.zeros(len(moves))  # f64[M] summed over trees
-        self.value_sum, self.trees, self.simulations = 0.0, 0, 0
-        self.first_choice = -1
-        self.lines: dict[int, list[int]] = {}  # first pgx action -> the longest line seen from it
+    line: list[chess.Move]
+    visits: int
+    value: float
+    mate: int | None  # moves to mate (negative: being mated), when the line ends in a mate the value confirms
 
-    def add(self, result: ChunkResult, simulations: int) -> None:
-        if not self.trees:
-            self.first_choice = int(result.action[0])
-        self.weights += result.weights[:, self.actions].sum(axis=0)
-        self.value_sum += float(result.root_value.sum())
-        self.trees += len(result.action)
-        self.simulations += simulations * len(result.action)
-        for line in result.pv.reshape(-1, PV_LENGTH):
-            actions = [int(action) for action in line if action >= 0]
-            if actions and len(actions) > len(self.lines.get(actions[0], ())):
-                self.lines[actions[0]] = actions
 
-    @property
-    def value(self) -> float:
-        """The mean root value over all trees, for the side to move."""
-        return self.value_sum / max(self.trees, 1)
+class SearchReport(NamedTuple):
+    """A search's state after a step: what an `info` line says."""
 
-    def best_action(self) -> int:
-        """The pgx action to play: the allowed move with the most summed weight, or a lone Gumbel tree's choice."""
-        if self.trees == 1 and self.search == "gumbel" and self.first_choice in self.actions:
-            return self.first_choice
-        return int(self.actions[np.argmax(self.weights)])
-
-    def principal_variation(self) -> list[chess.Move]:
-        """The best move, then the longest line any tree found below it, cut at the first illegal move."""
-        from chessbrain_jax.play import notation
-
-        best = self.best_action()
-        return notation.line_to_moves(self.board, self.lines.get(best, [best]))
-
-    def prior_move(self, prior_logits: np.ndarray) -> chess.Move:
-        """The allowed move the network's prior (f32[4672] logits) rates highest: the answer where pgx already
-        ends the game, so that its search has nothing to weigh."""
-        return self.moves[int(np.argmax(prior_logits[self.actions]))]
+    moves: list[RootMove]  # best first
+    value: float  # the root's search value for the side to move
+    simulations: int
+    seldepth: int
+    capacity: int
+    elapsed: float  # seconds since the limits started counting
 
 
 class SearchListener(Protocol):
     """What a search reports while it runs (the protocol turns it into info lines)."""
 
-    def chunk(self, totals: SearchTotals, pv: list[chess.Move], elapsed: float) -> None:
-        """After every chunk: the totals so far, their principal variation, seconds since the limits started."""
+    def report(self, report: SearchReport) -> None:
+        """After every step."""
 
     def game_over(self, outcome: chess.Outcome) -> None:
         """The game is over by python-chess's rules: there is no move to play."""
@@ -81,60 +59,142 @@ class SearchListener(Protocol):
     def drawn_by_pgx(self) -> None:
         """pgx already scores the position as drawn: the network's prior picks the move."""
 
+    def tree_full(self, capacity: int) -> None:
+        """The tree holds `capacity` nodes: more Hash would let it grow."""
+
+
+def root_moves(board: chess.Board, snapshot: Snapshot) -> list[RootMove]:
+    """The snapshot's ranked root moves with their lines as python-chess moves (cut at the first illegal one)."""
+    from chessbrain_jax.play import notation
+
+    moves = []
+    for action, visits, q, line in zip(snapshot.actions, snapshot.visits, snapshot.q, snapshot.lines):
+        if action < 0:
+            break
+        moves.append(_root_move(board, notation.line_to_moves(board, line), int(visits), float(q)))
+    return moves
+
+
+def _root_move(board: chess.Board, line: list[chess.Move], visits: int, value: float) -> RootMove:
+    mate = None
+    if abs(value) >= MATE_VALUE and line:
+        end = board.copy(stack=False)
+        for move in line:
+            end.push(move)
+        if end.is_checkmate():
+            plies = len(line)
+            mate = (plies + 1) // 2 if plies % 2 else -(plies // 2)
+    return RootMove(line, visits, value, mate)
+
 
 class GoSearch:
-    """Runs the chunks of each `go` from the board's pgx state; one chunk seed sequence per engine."""
+    """Runs each `go` on one growing tree from the board's pgx state; one seed sequence per engine."""
 
-    def __init__(self, chunks: ChunkSearch, positions: PositionStates):
-        self.chunks, self.positions = chunks, positions
+    def __init__(self, trees: TreeSearch, positions: PositionStates):
+        self.trees, self.positions = trees, positions
         self._seeds = itertools.count()
 
-    def run(self, board: chess.Board, settings: SearchSettings, control: SearchControl,
+    def run(self, board: chess.Board, settings: TreeSettings, default_nodes: int, control: SearchControl,
             listener: SearchListener) -> list[chess.Move]:
-        """The principal variation to answer with (empty when the game is over); every `go` runs one chunk at least,
-        and `go infinite`/`go ponder` answer only after stop (or ponderhit)."""
+        """The principal variation to answer with (empty when the game is over). A `go` without limits searches
+        `default_nodes`; `go infinite`/`go ponder` answer only after stop (or ponderhit)."""
         outcome = board.outcome(claim_draw=False)
         if outcome is not None:
             listener.game_over(outcome)
             control.wait_while_unlimited()
             return []
-        state, totals = self._root(board, control.go.searchmoves, settings.search)
-        drawn_by_pgx = bool(state.terminated)
+        state = self._root(board, control.go.searchmoves)
+        white = board.turn == chess.WHITE
+        limit = _node_limit(control, white, default_nodes, self.trees.nps.get(settings), settings.capacity)
+        grown = self.trees.start(settings, next(self._seeds), state, limit)
+        if bool(state.terminated):
+            listener.drawn_by_pgx()
+            control.wait_while_unlimited()
+            snapshot = self.trees.summary(settings, grown)
+            return [_prior_move(board, snapshot.prior_logits)]
         while True:
-            result = self.chunks.run(settings, next(self._seeds), state)
-            totals.add(result, settings.simulations)
-            if drawn_by_pgx:
-                listener.drawn_by_pgx()
+            upper = self._next_upper(settings, control, white, int(grown.simulations), limit)
+            grown = self.trees.grow(settings, grown, upper)
+            snapshot = self.trees.summary(settings, grown)
+            moves = root_moves(board, snapshot)
+            listener.report(SearchReport(moves, snapshot.value, snapshot.simulations, snapshot.seldepth,
+                                         settings.capacity, time.monotonic() - control.started))
+            if snapshot.simulations >= settings.capacity - 1:
+                listener.tree_full(settings.capacity)
                 control.wait_while_unlimited()
-                return [totals.prior_move(result.prior_logits)]
-            elapsed = time.monotonic() - control.started
-            pv = totals.principal_variation()
-            listener.chunk(totals, pv, elapsed)
-            chunk_seconds = self.chunks.seconds[settings]
-            if not _another_chunk(control, board.turn == chess.WHITE, totals.simulations, chunk_seconds):
-                return pv
+                return moves[0].line
+            if _done(control, white, snapshot.simulations, limit, moves[0]):
+                return moves[0].line
 
-    def _root(self, board: chess.Board, searchmoves: list[chess.Move], search: str) -> tuple[State, SearchTotals]:
-        """The pgx state to search (its legal moves cut to `searchmoves`, if any) and the totals to fill."""
+    def _root(self, board: chess.Board, searchmoves: list[chess.Move]) -> State:
+        """The pgx state to search, its legal moves cut to `searchmoves` if any."""
+        from chessbrain_jax.play import notation
+
         state = self.positions.state(board)
-        totals = SearchTotals(board, searchmoves or list(board.legal_moves), search)
         if searchmoves:
             mask = np.zeros(state.legal_action_mask.shape, bool)
-            mask[totals.actions] = True
+            mask[[notation.move_to_action(board, move) for move in searchmoves]] = True
             state = state.replace(legal_action_mask=mask)
-        return state, totals
+        return state
 
+    def _next_upper(self, settings: TreeSettings, control: SearchControl, white: bool, simulations: int,
+                    limit: int) -> int:
+        """Simulations in all after the next step: at most the tree's size again and `REPORT_SECONDS` of work, no
+        more than the node limit or the time left allow."""
+        nps = self.trees.nps.get(settings)
+        step = max(FIRST_STEP, simulations)  # at most doubling, so a depth or mate found is answered soon
+        if nps is not None:
+            step = min(step, max(1, int(nps * REPORT_SECONDS)))
+        if control.unlimited:
+            return simulations + step
+        go = control.go
+        budget = go.budget_seconds(white)
+        if budget is not None and nps is not None:
+            step = min(step, max(1, int(nps * (budget - (time.monotonic() - control.started)))))
+        cap = go.nodes if go.nodes is not None else (limit if budget is None else None)
+        upper = simulations + step
+        return upper if cap is None else min(upper, max(cap, simulations + 1))
 
-def _another_chunk(control: SearchControl, white_to_move: bool, simulations: int, chunk_seconds: float) -> bool:
-    """Whether the limits leave room for one more chunk, expected to take `chunk_seconds` like the latest one."""
-    if control.stopped.is_set():
-        return False
-    if control.unlimited:
-        return True
+def _node_limit(control: SearchControl, white: bool, default_nodes: int, nps: float | None, capacity: int) -> int:
+    """The simulations a `go` plans for: its nodes, its time budget at the measured speed, or the whole tree when it
+    is open-ended (infinite, ponder, depth or mate alone); a plain `go` searches `default_nodes`."""
     go = control.go
+    if control.unlimited:
+        return capacity - 1
+    limits = []
+    if go.nodes is not None:
+        limits.append(max(go.nodes, 1))
+    budget = go.budget_seconds(white)
+    if budget is not None:
+        limits.append(max(int((nps or 0.0) * budget), 1) if nps else capacity - 1)
+    if not limits:
+        limits.append(capacity - 1 if go.depth is not None or go.mate is not None else default_nodes)
+    return min(min(limits), capacity - 1)
+
+
+def _done(control: SearchControl, white: bool, simulations: int, limit: int, best: RootMove) -> bool:
+    """Whether the search should answer now."""
+    if control.stopped.is_set():
+        return True
+    if control.unlimited:
+        return False
+    go = control.go
+    if go.depth is not None and len(best.line) >= go.depth:
+        return True
+    if go.mate is not None and best.mate is not None and 0 < best.mate <= go.mate:
+        return True
+    budget = go.budget_seconds(white)
+    if budget is not None and time.monotonic() - control.started >= budget:
+        return True
     if go.nodes is not None and simulations >= go.nodes:
-        return False
-    budget = go.budget_seconds(white_to_move)
-    if budget is not None and time.monotonic() - control.started + chunk_seconds > budget:
-        return False
-    return go.nodes is not None or budget is not None  # a plain `go` runs one chunk
+        return True
+    return budget is None and go.nodes is None and simulations >= limit
+
+
+def _prior_move(board: chess.Board, prior_logits: np.ndarray) -> chess.Move:
+    """The legal move the network's prior (f32[4672] logits) rates highest: the answer where pgx already ends the
+    game, so that its search has nothing to weigh."""
+    from chessbrain_jax.play import notation
+
+    moves = list(board.legal_moves)
+    return moves[int(np.argmax([prior_logits[notation.move_to_action(board, move)] for move in moves]))]
