@@ -94,7 +94,7 @@ def tree_bytes(config, apply_fn, params, states) -> dict[str, float]:
     import jax
 
     from chessbrain_jax.core.search import make_search_fn
-    from chessbrain_jax.run.budget import tree_bytes as size
+    from chessbrain_jax.core.types import tree_bytes as size
 
     output = jax.eval_shape(make_search_fn(config, apply_fn), params, jax.random.PRNGKey(0), states)
     tree = output.search_tree

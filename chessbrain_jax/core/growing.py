@@ -14,7 +14,7 @@ compile, and a tree grown past its target goes on halving down to two moves.
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -121,9 +121,9 @@ class GrowingSearch(NamedTuple):
     summary(grown) -> Summary: the move to play and what to report.
     """
 
-    start: callable
-    grow: callable
-    summary: callable
+    start: Callable
+    grow: Callable
+    summary: Callable
 
 
 def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multipv: int = 1,

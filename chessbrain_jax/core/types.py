@@ -3,9 +3,11 @@ the replay buffer and the learner. `[...]` is any leading shape."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
+import numpy as np
 
 NUM_ACTIONS = 4672  # 64 from-squares x 73 move planes (pgx / AlphaZero encoding): action = from_square * 73 + plane
 MOVE_PLANES = 73
@@ -13,6 +15,11 @@ OBSERVATION_SHAPE = (8, 8, 119)  # pgx chess: 8 history steps x 14 planes + 7 co
 MAX_LEGAL_MOVES = 218  # the most legal moves any chess position has
 
 ApplyFn = Callable[[object, jax.Array], tuple[jax.Array, jax.Array]]  # (params, f32[B,8,8,119]) -> logits, value
+
+
+def tree_bytes(tree) -> int:
+    """Raw bytes of a pytree of arrays or `jax.ShapeDtypeStruct`s."""
+    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
 
 
 class PackedObservation(NamedTuple):

@@ -16,17 +16,10 @@ import shutil
 from typing import Any
 
 from chessbrain_jax.config import Config
+from chessbrain_jax.core.types import tree_bytes
 
 GB = 1e9
 META_BYTES = 64 * 1024  # a checkpoint's JSON metadata and Orbax's own files, generously
-
-
-def tree_bytes(tree) -> int:
-    """Raw bytes of a pytree of arrays or `jax.ShapeDtypeStruct`s."""
-    import jax
-    import numpy as np
-
-    return sum(math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
 
 
 def shapes(config: Config) -> dict[str, Any]:

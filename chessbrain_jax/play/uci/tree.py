@@ -55,13 +55,11 @@ def node_bytes(apply_fn: Callable, params: Any, config: Config) -> int:
 
     from chessbrain_jax.core import chess_env
     from chessbrain_jax.core.growing import make_growing_search
+    from chessbrain_jax.core.types import tree_bytes
 
     state = jax.eval_shape(chess_env.ENV.init, jax.random.PRNGKey(0))
-    sizes = []
-    for capacity in (2, 3):
-        grown = jax.eval_shape(make_growing_search(config, apply_fn, capacity).start, params,
-                               jax.random.PRNGKey(0), state, 1)
-        sizes.append(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(grown)))
+    sizes = [tree_bytes(jax.eval_shape(make_growing_search(config, apply_fn, capacity).start, params,
+                                       jax.random.PRNGKey(0), state, 1)) for capacity in (2, 3)]
     return sizes[1] - sizes[0]
 
 
