@@ -182,3 +182,24 @@ def test_considered_option_limits_the_root_moves_gumbel_searches():
     assert len([move for move, count in wide.analyse(chess.Board()).visits.items() if count > 0]) == 8
     with pytest.raises(arena.ArenaError, match="considered must be >= 2"):
         arena.parse_player("untrained,considered=1")
+
+
+def test_trees_option_sums_independent_trees_per_position():
+    import jax
+
+    from chessbrain_jax.play import notation
+
+    fens = [chess.STARTING_FEN, "r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1", "8/P6k/8/8/8/8/6K1/8 w - - 0 1"]
+    states = jax.tree.map(lambda *leaves: jax.numpy.stack(leaves), *[notation.from_fen(fen) for fen in fens])
+    one = arena.parse_player("untrained,channels=8,blocks=1,sims=8,search=puct")
+    three = arena.parse_player("untrained,channels=8,blocks=1,sims=8,search=puct,trees=3")
+    assert "8 simulations x 3 trees" in three.description and three.trees == 3
+    key = jax.random.PRNGKey(0)
+    # PUCT without noise builds the same tree thrice: the summed visits pick a move one tree visits most, per position
+    weights = one._search(one.params, key, states).action_weights
+    chosen = three.actions(key, states)
+    assert (weights[jax.numpy.arange(3), chosen] == weights.max(axis=-1)).all()
+    for fen, action in zip(fens, chosen.tolist()):
+        assert action in notation.legal_actions(chess.Board(fen))
+    with pytest.raises(arena.ArenaError, match="trees must be >= 1"):
+        arena.parse_player("untrained,trees=0")

@@ -150,7 +150,8 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
     """A player from a spec string (see the module docstring); `simulations`/`search` are defaults for networks.
 
     Network options: `sims=N` (0 = raw policy), `raw`, `search=gumbel|puct`, `considered=K` (Gumbel's root moves
-    in sequential halving; default: the network's training setting); `untrained` also takes `channels=`,
+    in sequential halving; default: the network's training setting), `trees=T` (T independent trees of N each,
+    their search policies summed: the UCI engine's old search); `untrained` also takes `channels=`,
     `blocks=`, `seed=`. `greedy` and `minimax` (`opponents`) take `seed=`, minimax also `depth=` (default 2).
     Stockfish options: `skill=` (default 0), `nodes=` (default 1000 unless depth/movetime), `depth=`, `movetime=`
     (ms), `elo=` (its `UCI_LimitStrength` floor is 1350 in Stockfish 15), `threads=`, `path=`.
@@ -180,7 +181,8 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
             sims = 0
         sims = _int(options, "sims", spec) if "sims" in options else sims
         algorithm = options.pop("search", search)
-        considered = _int(options, "considered", spec, 2)
+        search_options = {"search": algorithm, "considered": _int(options, "considered", spec, 2),
+                          "trees": _int(options, "trees", spec, 1) or 1}
         try:
             if kind == "untrained":
                 argv = []
@@ -188,13 +190,12 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
                     value = _int(options, name, spec, 1 if name != "seed" else 0)
                     if value is not None:
                         argv += [f"--{name}", str(value)]
-                made = players.untrained_player(load_config(argv, environ={})[0], sims, search=algorithm,
-                                                considered=considered)
+                made = players.untrained_player(load_config(argv, environ={})[0], sims, **search_options)
             elif kind.startswith("job:"):
                 made = players.load_player(kind[4:], checkpoint_dir=checkpoint_dir, simulations=sims,
-                                           search=algorithm, considered=considered)
+                                           **search_options)
             else:
-                made = players.load_player(kind, simulations=sims, search=algorithm, considered=considered)
+                made = players.load_player(kind, simulations=sims, **search_options)
         except (CheckpointError, ConfigError) as error:
             raise ArenaError(f"player {spec!r}: {error}") from None
     if options:

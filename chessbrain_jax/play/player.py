@@ -65,13 +65,19 @@ class NetworkPlayer:
     no Dirichlet noise and no random exploration: both play `SearchOutput.best_action`, the most visited move (Gumbel:
     among the most visited, the one its improved policy rates highest, without the Gumbel noise of self-play's
     choice). Gumbel's root sampling still varies the tree, so games between Gumbel players vary.
+
+    `trees > 1` searches that many independent trees of `simulations` from each position and plays the move their
+    summed search policies (`action_weights`) rate highest: the UCI engine's search before it grew one tree, kept to
+    measure what one tree of the same nodes buys. `analyse` always searches one tree.
     """
 
     def __init__(self, apply_fn: ApplyFn, params: Any, config: Config, simulations: int | None = None,
-                 search: str | None = None, name: str = "network", considered: int | None = None):
+                 search: str | None = None, name: str = "network", considered: int | None = None, trees: int = 1):
         simulations = config.mcts_simulations if simulations is None else simulations
         if simulations < 0:
             raise ConfigError(f"simulations must be >= 0, got {simulations}")
+        if trees < 1:
+            raise ConfigError(f"trees must be >= 1, got {trees}")
         overrides: dict[str, Any] = {"dirichlet_fraction": 0.0}
         if simulations:
             overrides["mcts_simulations"] = simulations
@@ -85,7 +91,7 @@ class NetworkPlayer:
             overrides["gumbel_considered_actions"] = considered
         self.config = dataclasses.replace(config, **overrides)
         self.apply_fn, self.params, self.simulations, self.name = apply_fn, params, simulations, name
-        self.considered = considered
+        self.considered, self.trees = considered, trees if simulations else 1
         self._search = make_search_fn(self.config, apply_fn)
         self._actions = jax.jit(self._choose)
         self._analyse = jax.jit(self._analyse_one) if simulations else None
@@ -95,13 +101,19 @@ class NetworkPlayer:
         if not self.simulations:
             return f"{self.name} (raw policy)"
         considered = f", {self.considered} considered" if self.considered and self.config.search == "gumbel" else ""
-        return f"{self.name} ({self.config.search}, {self.simulations} simulations{considered})"
+        trees = f" x {self.trees} trees" if self.trees > 1 else ""
+        return f"{self.name} ({self.config.search}, {self.simulations} simulations{trees}{considered})"
 
     def _choose(self, params, key: jax.Array, states: chess_env.State) -> jax.Array:
         if not self.simulations:
             logits, _ = self.apply_fn(params, states.observation)
             return jnp.argmax(mask_illegal(logits, states.legal_action_mask), axis=-1).astype(jnp.int32)
-        return self._search(params, key, states).best_action.astype(jnp.int32)
+        if self.trees == 1:
+            return self._search(params, key, states).best_action.astype(jnp.int32)
+        batch = states.legal_action_mask.shape[0]
+        roots = jax.tree.map(lambda leaf: jnp.repeat(leaf, self.trees, axis=0), states)  # [B * trees]
+        weights = self._search(params, key, roots).action_weights.reshape(batch, self.trees, -1).sum(axis=1)
+        return jnp.argmax(jnp.where(states.legal_action_mask, weights, -1.0), axis=-1).astype(jnp.int32)
 
     def actions(self, key: jax.Array, states: chess_env.State) -> jax.Array:
         """`i32[B]` moves for `[B]` pgx states (terminated states get an arbitrary action that pgx ignores)."""
@@ -150,25 +162,25 @@ class NetworkPlayer:
 
 
 
-def untrained_player(config: Config, simulations: int | None = None, seed: int = 0,
-                     search: str | None = None, considered: int | None = None) -> NetworkPlayer:
-    """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat."""
+def untrained_player(config: Config, simulations: int | None = None, seed: int = 0, **options) -> NetworkPlayer:
+    """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat.
+    `options`: `NetworkPlayer`'s search, considered, trees."""
     from chessbrain_jax.core import model
 
     network = model.make_network(config, "float32")
     params = model.init_params(network, jax.random.PRNGKey(seed))
-    return NetworkPlayer(model.make_apply(network), params, config, simulations, search, name="untrained",
-                         considered=considered)
+    return NetworkPlayer(model.make_apply(network), params, config, simulations, name="untrained", **options)
 
 
 def load_player(path: str, checkpoint_dir: str | None = None, simulations: int | None = None,
-                search: str | None = None, considered: int | None = None) -> NetworkPlayer:
+                **options) -> NetworkPlayer:
     """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
-    is given. Raises `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
+    is given; `options` are `NetworkPlayer`'s search, considered, trees. Raises `checkpoint.CheckpointError` (one
+    line) for anything that is not a loadable checkpoint."""
     from chessbrain_jax.core import model
     from chessbrain_jax.storage import checkpoint
 
     loaded = checkpoint.load_network(path, checkpoint_dir=checkpoint_dir)
     name = f"{loaded.config.job_id}_step{loaded.step}"
-    return NetworkPlayer(model.make_apply(loaded.network), loaded.params, loaded.config, simulations, search, name=name,
-                         considered=considered)
+    return NetworkPlayer(model.make_apply(loaded.network), loaded.params, loaded.config, simulations, name=name,
+                         **options)
