@@ -3,6 +3,7 @@
     python -m chessbrain_jax.uci --checkpoint checkpoints/myjob_step1200
     python -m chessbrain_jax.uci --checkpoint-dir checkpoints --job myjob       # the job's latest checkpoint
     python -m chessbrain_jax.uci --channels 8 --blocks 1 --simulations 8      # untrained and tiny: a protocol check
+    python -m chessbrain_jax.uci --checkpoint checkpoints/myjob_step1200 --bench 1024   # nodes/s, then exit
 
 The user manual (options, how `go` spends its budget, errors) is docs/uci.md; the engine is `play/uci/`.
 """
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "training setting].")
     parser.add_argument("--channels", metavar="N", help="Untrained network only: tower width [default: 64].")
     parser.add_argument("--blocks", metavar="N", help="Untrained network only: residual blocks [default: 6].")
+    parser.add_argument("--bench", metavar="NODES", type=_positive_int, nargs="?", const=1024, help="Search a "
+                        "fixed set of positions with go nodes NODES [default: 1024], print nodes/s and exit.")
     compile_cache.add_argument(parser)
     parser.add_argument("--debug", action="store_true", help="Tracebacks on stderr for errors.")
     return parser
@@ -94,12 +97,25 @@ def load_player(args: argparse.Namespace) -> NetworkPlayer:
         raise UsageError(one_line(error)) from error
 
 
+def _bench(args: argparse.Namespace, out) -> int:
+    from chessbrain_jax.play.uci.bench import format_bench, run_bench
+
+    player = load_player(args)
+    print(f"{PROG}: bench of {player.description}, go nodes {args.bench} on each position (compiling first)",
+          file=sys.stderr)
+    for line in format_bench(run_bench(player, args.bench, args.hash)):
+        print(line, file=out)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     protocol = sys.stdout
     try:
         args = parse_args(argv)
+        if args.bench is not None:
+            return _bench(args, protocol)
         sys.stdout = sys.stderr  # from here on stray prints of libraries must not corrupt the protocol
         engine = UciEngine(load_player(args), Output(protocol), debug=args.debug, hash_mb=args.hash)
         engine.warm_up()

@@ -304,3 +304,18 @@ def test_bad_checkpoint_is_one_line_and_exit_status_2(tmp_path, arguments, messa
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.splitlines() == [f"chessbrain_jax.uci: error: {message.format(tmp=tmp_path)}"]
+
+
+def test_bench_searches_every_position_with_the_nodes_asked(engine, engine_env):
+    from chessbrain_jax.play.uci.bench import POSITIONS
+
+    done = subprocess.run(ENGINE + ["--bench", "32"], env=engine_env, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("position ")]
+    assert len(rows) == len(POSITIONS)
+    for line, fen in zip(rows, POSITIONS):
+        move = chess.Move.from_uci(line.split("bestmove ")[1].split()[0])
+        assert ": nodes 32, " in line and move in chess.Board(fen).legal_moves
+    assert f"Nodes searched  : {32 * len(POSITIONS)}" in done.stdout
+    assert int(done.stdout.split("Nodes/second    : ")[1].split()[0]) > 0
