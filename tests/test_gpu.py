@@ -77,9 +77,9 @@ def _trained_players():
 
 
 def test_bfloat16_and_float32_search_take_a_hanging_queen():
-    """A trained network in both precisions makes the same choice where a queen hangs, and their root values agree
-    within 0.1. This 30-minute network takes the queen in two of the four (at 64 simulations it prefers a knight
-    retreat in the others: docs/results.md); the test asserts the capture where it does."""
+    """A trained network in both precisions takes a hanging queen where it does at all, and their root values agree
+    within 0.1 on all four. This 30-minute network takes the queen in two of the four (at 64 simulations it prefers
+    a knight retreat in the others: docs/results.md), so the move is asserted on those two."""
     f32, bf16 = _trained_players()
     for moves, capture in HANGING_QUEENS.items():
         board = chess.Board()
