@@ -198,7 +198,8 @@ class Config:
                                    "-1 = --mcts-simulations.", group=EVAL, minimum=-1)
     probe_interval: int = _field(0, "Every N episodes, the raw network on the probe set of Stockfish-labelled "
                                  "positions (play/diagnostics.py): probe/top1, probe/top3 (agreement with "
-                                 "Stockfish's move), probe/value_mse, probe/value_corr, probe/value_sign. 0 = never.",
+                                 "Stockfish's move), probe/top1_capture (top1 where that move captures), "
+                                 "probe/value_mse, probe/value_corr, probe/value_sign. 0 = never.",
                                  group=EVAL, minimum=0)
     selfplay_pgn_games: int = _field(0, "Record the games of the first N parallel self-play slots, as they finish, "
                                      "to <job>/selfplay.pgn.", group=EVAL, minimum=0)

@@ -1,5 +1,5 @@
 """The learning diagnostics of every checkpoint of a job, after the fact: the probe metrics that `--probe-interval`
-logs during training (policy top-1/top-3 agreement with Stockfish, value MSE, correlation and sign against its
+logs during training (policy top-1/top-3 agreement with Stockfish, top-1 where its move captures, value MSE, correlation and sign against its
 evaluation), for a job trained without them or with an older probe set.
 
     python scripts/probe_checkpoints.py --job cpu30g [--checkpoint-dir ./checkpoints] [--probes FILE] [--json OUT]
@@ -16,7 +16,7 @@ import sys
 from chessbrain_jax.play import diagnostics
 from chessbrain_jax.storage import checkpoint
 
-COLUMNS = ("top1", "top3", "value_mse", "value_corr", "value_sign")
+COLUMNS = ("top1", "top3", "top1_capture", "value_mse", "value_corr", "value_sign")
 
 
 def probe_job(job: str, checkpoint_dir: str, probes: str) -> list[dict]:

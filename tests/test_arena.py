@@ -196,7 +196,7 @@ def test_trees_option_sums_independent_trees_per_position():
     assert "8 simulations x 3 trees" in three.description and three.trees == 3
     key = jax.random.PRNGKey(0)
     # PUCT without noise builds the same tree thrice: the summed visits pick a move one tree visits most, per position
-    weights = one._search(one.params, key, states).action_weights
+    weights = jax.jit(one._search)(one.params, key, states).action_weights
     chosen = three.actions(key, states)
     assert (weights[jax.numpy.arange(3), chosen] == weights.max(axis=-1)).all()
     for fen, action in zip(fens, chosen.tolist()):

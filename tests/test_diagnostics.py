@@ -38,6 +38,8 @@ def test_probes_load_as_network_inputs(small_set):
     assert probes.observation.shape == (12, 8, 8, 119) and probes.legal.shape == (12, 4672)
     assert probes.legal[np.arange(12), probes.best].all()
     np.testing.assert_allclose(probes.expected, [(p["wdl"][0] - p["wdl"][2]) / 1000 for p in raw], rtol=1e-6)
+    captures = [chess.Board(p["fen"]).is_capture(chess.Move.from_uci(p["best"])) for p in raw]
+    assert probes.capture.tolist() == captures and 0 < sum(captures) < 12
 
 
 def test_probes_carry_the_history_planes_of_their_game(small_set):
@@ -62,7 +64,7 @@ def test_metrics_on_known_answers(small_set):
     perfect = np.where(probes.legal, 0.0, 5.0)  # illegal moves rate highest: they must be ignored
     perfect[np.arange(n), probes.best] = 1.0
     exact = diagnostics.probe_metrics(perfect, probes.expected.copy(), probes)
-    assert exact["top1"] == exact["top3"] == 1.0 and exact["value_mse"] == 0.0
+    assert exact["top1"] == exact["top3"] == exact["top1_capture"] == 1.0 and exact["value_mse"] == 0.0
     assert exact["value_corr"] == pytest.approx(1.0)
     assert exact["value_sign"] == (1.0 if (np.abs(probes.expected) > 0.5).any() else 0.0)
     several = probes.legal.sum(axis=-1) > 1
@@ -73,5 +75,6 @@ def test_metrics_on_known_answers(small_set):
         second[i, other] = 2.0
     ranked = diagnostics.probe_metrics(second, -probes.expected, probes)
     assert ranked["top1"] == pytest.approx(1 - several.mean()) and ranked["top3"] == 1.0
+    assert ranked["top1_capture"] == pytest.approx(1 - several[probes.capture].mean())
     assert ranked["value_mse"] == pytest.approx(4 * np.mean(probes.expected ** 2), rel=1e-6)
     assert ranked["value_corr"] == pytest.approx(-1.0)

@@ -200,7 +200,7 @@ def test_diverging_run_stops_with_a_checkpoint(tmp_path):
     assert saved and saved[-1].step == records[-1]["step"]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_kill_9_at_a_random_moment_then_resume(tmp_path, seed):
     from tests.conftest import XLA_CACHE
 

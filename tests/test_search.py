@@ -109,7 +109,7 @@ def test_a_move_that_repeats_a_position_is_a_draw_inside_the_tree(tiny_network):
     _, params, apply_fn = tiny_network
     states = notation.stack_states([notation.board_to_state(board)])
     assert int(chess_env.repetitions(states)[0]) == 0
-    config = make_config(mcts_simulations=64, gumbel_considered_actions=64)
+    config = make_config(mcts_simulations=32, gumbel_considered_actions=32)  # black has 22 moves: all visited
     tree = jax.jit(make_search_fn(config, apply_fn))(params, jax.random.PRNGKey(0), states).search_tree
     slots = np.asarray(tree.embeddings.actions[0, 0])
     visited = np.asarray(tree.children_visits[0, 0]) > 0

@@ -4,6 +4,9 @@ The probe set (`probes.jsonl` beside this file, made by `scripts/make_probes.py`
 positions with Stockfish's best move and win/draw/loss estimate. Against it, a network's raw policy (no search) and
 value head give:
 - `top1`, `top3`: the share of positions where Stockfish's move is the policy's first, or among its first three;
+- `top1_capture`: `top1` on the positions (about a quarter) where Stockfish's move is a capture: whether the
+  policy takes material it is offered, which self-play networks learn late (docs/results.md, "What a free queen
+  shows");
 - `value_mse`: mean squared error of the value head against Stockfish's expected result (W - L) / 1000, both from
   the side to move, in [-1, 1]; `value_corr`: their correlation; `value_sign`: the share of clearly decided
   positions (|W - L| > 0.5) where the value head has the right sign.
@@ -23,12 +26,14 @@ PROBES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probes.jsonl"
 
 class ProbeSet(NamedTuple):
     """N probe positions: observation `f32[N, 8, 8, 119]`, legal `bool[N, 4672]`, best `i32[N]` Stockfish's move
-    (pgx action), expected `f32[N]` Stockfish's W - L for the side to move."""
+    (pgx action), expected `f32[N]` Stockfish's W - L for the side to move, capture `bool[N]` whether that move is a
+    capture."""
 
     observation: np.ndarray
     legal: np.ndarray
     best: np.ndarray
     expected: np.ndarray
+    capture: np.ndarray
 
 
 def probe_board(probe: dict):
@@ -56,10 +61,12 @@ def load_probes(path: str = PROBES) -> ProbeSet:
         probes = [json.loads(line) for line in stream if line.strip()]
     boards = [probe_board(probe) for probe in probes]
     states = jax.device_get(notation.stack_states([notation.board_to_state(board) for board in boards]))
-    best = [notation.move_to_action(board, chess.Move.from_uci(probe["best"])) for board, probe in zip(boards, probes)]
+    moves = [chess.Move.from_uci(probe["best"]) for probe in probes]
+    best = [notation.move_to_action(board, move) for board, move in zip(boards, moves)]
     expected = [(probe["wdl"][0] - probe["wdl"][2]) / 1000 for probe in probes]
+    capture = [board.is_capture(move) for board, move in zip(boards, moves)]
     return ProbeSet(np.asarray(states.observation, np.float32), np.asarray(states.legal_action_mask),
-                    np.asarray(best, np.int32), np.asarray(expected, np.float32))
+                    np.asarray(best, np.int32), np.asarray(expected, np.float32), np.asarray(capture, bool))
 
 
 def probe_metrics(logits: np.ndarray, value: np.ndarray, probes: ProbeSet) -> dict[str, float]:
@@ -72,6 +79,7 @@ def probe_metrics(logits: np.ndarray, value: np.ndarray, probes: ProbeSet) -> di
     return {
         "top1": float(hits[:, 0].mean()),
         "top3": float(hits.any(axis=-1).mean()),
+        "top1_capture": float(hits[probes.capture, 0].mean()) if probes.capture.any() else 0.0,
         "value_mse": float(np.mean(np.square(value - probes.expected))),
         "value_corr": float(np.mean((value - value.mean()) * (probes.expected - probes.expected.mean())) / spread)
         if spread > 0 else 0.0,
