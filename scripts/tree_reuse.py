@@ -74,11 +74,17 @@ def main(argv=None) -> int:
     parser.add_argument("--positions", type=int, default=40)
     parser.add_argument("--json", help="also write the result to this JSON file")
     args = parser.parse_args(argv)
-    result = reuse_shares(args.checkpoint, args.nodes, args.positions)
+    from chessbrain_jax.storage import checkpoint
+    from chessbrain_jax.storage.metrics import write_json_atomically
+
+    try:
+        result = reuse_shares(args.checkpoint, args.nodes, args.positions)
+    except checkpoint.CheckpointError as error:
+        print(f"tree_reuse: {error}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as stream:
-            json.dump(result, stream, indent=1)
+        write_json_atomically(args.json, result)
     return 0
 
 
