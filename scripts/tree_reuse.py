@@ -18,6 +18,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from report import report
 
 
 def _child(tree, node: int, action: int) -> int:
@@ -74,18 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--positions", type=int, default=40)
     parser.add_argument("--json", help="also write the result to this JSON file")
     args = parser.parse_args(argv)
-    from chessbrain_jax.storage import checkpoint
-    from chessbrain_jax.storage.metrics import write_json_atomically
-
-    try:
-        result = reuse_shares(args.checkpoint, args.nodes, args.positions)
-    except checkpoint.CheckpointError as error:
-        print(f"tree_reuse: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=1))
-    if args.json:
-        write_json_atomically(args.json, result)
-    return 0
+    return report("tree_reuse", lambda: reuse_shares(args.checkpoint, args.nodes, args.positions), args.json)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,21 @@ def _has_platform(platform: str) -> bool:
         return False
 
 
+# The files that take longest on the 2-core CI box (pytest --durations at stop 25: four-device and two-process jobs,
+# growing trees, the arena's trees reference), collected first. pytest-xdist's default hands files out largest test
+# count first, which left test_scaling's five long tests (~4 min) to run alone at the end on one worker; with
+# `--no-loadscope-reorder` (pyproject) it follows this order and the two workers finish together.
+SLOWEST_FILES = ("test_scaling.py", "test_uci.py", "test_resume.py", "test_search.py", "test_growing.py",
+                 "test_selfplay.py", "test_arena.py", "test_train_cli.py", "test_bench.py", "test_compile_cache.py")
+
+
+def _slowest_first(item) -> int:
+    name = item.path.name
+    return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_slowest_first)  # stable: tests keep their order within a file
     if any("gpu" in item.keywords for item in items) and not _has_platform(GPU_TEST_PLATFORM):
         skip = pytest.mark.skip(reason=f"no {GPU_TEST_PLATFORM} device (JAX_PLATFORMS={os.environ['JAX_PLATFORMS']})")
         for item in items:

@@ -11,12 +11,12 @@ from chessbrain_jax import bench
 from chessbrain_jax.core import chess_env, model
 
 
-@pytest.mark.parametrize("channels, blocks", [(8, 1), (32, 2)])
-def test_hand_counted_flops_agree_with_xla_cost_analysis(channels, blocks):
-    network = model.ChessNet(channels, blocks)
+@pytest.mark.parametrize("channels, blocks, history", [(8, 1, 8), (32, 2, 8), (32, 2, 1)])
+def test_hand_counted_flops_agree_with_xla_cost_analysis(channels, blocks, history):
+    network = model.ChessNet(channels, blocks, history_steps=history)
     params = model.init_params(network, jax.random.PRNGKey(0))
     measured = bench.network_flops(lambda p, o: network.apply({"params": p}, o), params, 4, "float32")
-    counted = model.matmul_flops_per_position(channels, blocks)
+    counted = model.matmul_flops_per_position(channels, blocks, history_steps=history)
     assert counted <= measured <= 1.05 * counted  # XLA also counts norms and activations
 
 

@@ -62,3 +62,34 @@ def test_parameter_count_grows_with_width_and_depth():
     assert small < deeper and small < wider
     # Each extra block adds two 3x3 convolutions (no bias) and two GroupNorms (scale + bias).
     assert deeper - small == 2 * (2 * 9 * 16 * 16 + 2 * 2 * 16)
+
+
+def test_a_network_with_fewer_history_steps_reads_only_the_newest_positions():
+    """history_steps=2: the stem sees 2 x 14 + 7 planes; the 6 older positions' planes change nothing, a plane of
+    the previous position or a scalar plane does."""
+    network = model.ChessNet(channels=8, blocks=1, history_steps=2)
+    params = model.init_params(network, jax.random.PRNGKey(0))
+    assert params["stem"]["kernel"].shape == (3, 3, 2 * 14 + 7, 8)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree.unflatten(treedef, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    apply = jax.jit(lambda o: network.apply({"params": params}, o))
+    observation = notation.board_to_state(_played("e2e4", "e7e5", "g1f3", "b8c6")).observation[None]
+    logits, value = apply(observation)
+    older = observation.at[..., 28:112].set(1.0 - observation[..., 28:112])
+    np.testing.assert_array_equal(np.asarray(apply(older)[0]), np.asarray(logits))
+    for plane in (14, 27, 112, 118):  # the previous position's first and last plane, the side and counter planes
+        changed = observation.at[..., plane].set(1.0 - observation[..., plane])
+        assert not np.allclose(np.asarray(apply(changed)[1]), np.asarray(value)) or \
+            not np.allclose(np.asarray(apply(changed)[0]), np.asarray(logits))
+    assert model.matmul_flops_per_position(32, 4, history_steps=1) == \
+        model.matmul_flops_per_position(32, 4) - 2 * 484 * 7 * 14 * 32
+
+
+def _played(*moves: str):
+    import chess
+
+    board = chess.Board()
+    for move in moves:
+        board.push_uci(move)
+    return board

@@ -126,6 +126,26 @@ def test_clock_budget_is_a_share_of_the_remaining_time(engine):
     assert time.monotonic() - started < 6.0 / 30 + 1.0  # remaining / 30 with no movestogo
 
 
+def test_a_blitz_game_of_clock_searches_answers_legally_within_each_budget(engine):
+    """24 plies at 3 s + 50 ms a side, the clocks running down as a GUI would send them: every answer is legal and
+    the engine's own `time` stays within the budget docs/uci.md gives (remaining / 30 + increment / 2 - 30 ms)
+    plus one step's slack; the wall clock, client round trip included, stays near it."""
+    board, clocks = _board(), {chess.WHITE: 3.0, chess.BLACK: 3.0}
+    for _ in range(24):
+        limit = chess.engine.Limit(white_clock=clocks[chess.WHITE], black_clock=clocks[chess.BLACK],
+                                   white_inc=0.05, black_inc=0.05)
+        budget = min(clocks[board.turn] / 30 + 0.025, clocks[board.turn] / 2) - 0.03
+        started = time.monotonic()
+        result = engine.play(board, limit, info=chess.engine.INFO_ALL)
+        elapsed = time.monotonic() - started
+        assert result.move in board.legal_moves
+        assert result.info["time"] <= budget + 0.1 and elapsed < budget + 1.0, (result.info, elapsed, budget)
+        clocks[board.turn] += 0.05 - elapsed
+        board.push(result.move)
+        if board.is_game_over():
+            break
+
+
 def test_multipv_wdl_and_mate_scores(engine):
     board = chess.Board("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1")  # a1a8 mates
     engine.configure({"UCI_ShowWDL": True})

@@ -15,6 +15,8 @@ from flax import linen as nn
 from chessbrain_jax.config import Config
 from chessbrain_jax.core.types import MOVE_PLANES, OBSERVATION_SHAPE
 
+HISTORY_STEPS, PLANES_PER_STEP = 8, 14  # pgx: 8 positions x (12 piece + 2 repetition planes), then 7 scalar planes
+
 
 def observation_to_action_order(planes: jax.Array) -> jax.Array:
     """Reorders per-square planes `[B, 8, 8, P]` laid out like pgx's observation to `[B, 64 * P]` in pgx square order.
@@ -24,6 +26,15 @@ def observation_to_action_order(planes: jax.Array) -> jax.Array:
     """
     batch, _, _, num_planes = planes.shape
     return jnp.transpose(planes[:, ::-1, :, :], (0, 2, 1, 3)).reshape(batch, 64 * num_planes)
+
+
+def input_planes(observation: jax.Array, history_steps: int) -> jax.Array:
+    """`f32[B, 8, 8, 119]` -> `[B, 8, 8, 14 x history_steps + 7]`: pgx's planes of the newest `history_steps`
+    positions (14 each: 12 pieces, 2 repetition; the current position first) and its 7 scalar planes."""
+    if history_steps == HISTORY_STEPS:
+        return observation
+    return jnp.concatenate([observation[..., :PLANES_PER_STEP * history_steps],
+                            observation[..., PLANES_PER_STEP * HISTORY_STEPS:]], axis=-1)
 
 
 class ResidualBlock(nn.Module):
@@ -42,7 +53,8 @@ class ResidualBlock(nn.Module):
 class ChessNet(nn.Module):
     """`__call__(observation f32[B, 8, 8, 119]) -> (logits f32[B, 4672], value f32[B])`; compute in `dtype`, the
     output layers in float32. `value_head="wdl"`: value = P(win) - P(loss) of a softmax over win/draw/loss, and
-    `__call__(observation, wdl=True)` also returns those `f32[B, 3]` logits (for the loss)."""
+    `__call__(observation, wdl=True)` also returns those `f32[B, 3]` logits (for the loss). `history_steps < 8`
+    reads only the newest positions of the observation (`input_planes`)."""
 
     channels: int = 64
     blocks: int = 6
@@ -50,10 +62,11 @@ class ChessNet(nn.Module):
     value_channels: int = 8
     value_hidden: int = 128
     value_head: str = "scalar"
+    history_steps: int = HISTORY_STEPS
 
     @nn.compact
     def __call__(self, observation: jax.Array, wdl: bool = False):
-        x = observation.astype(self.dtype)
+        x = input_planes(observation, self.history_steps).astype(self.dtype)
         x = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
         x = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(x))
         for index in range(self.blocks):
@@ -85,7 +98,7 @@ class ChessNet(nn.Module):
 
 def make_network(config: Config, dtype: str = "float32") -> ChessNet:
     return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype),
-                    value_head=config.value_head)
+                    value_head=config.value_head, history_steps=config.history_steps)
 
 
 def make_apply(network: ChessNet):
@@ -99,12 +112,14 @@ def init_params(network: ChessNet, key: jax.Array):
     return jax.jit(lambda k: network.init(k, jnp.zeros((1, *OBSERVATION_SHAPE), jnp.float32))["params"])(key)
 
 
-def matmul_flops_per_position(channels: int, blocks: int, value_channels: int = 8, value_hidden: int = 128) -> int:
+def matmul_flops_per_position(channels: int, blocks: int, value_channels: int = 8, value_hidden: int = 128,
+                              history_steps: int = HISTORY_STEPS) -> int:
     """Multiply-add FLOPs (2 per MAC) of `ChessNet`'s convolutions and dense layers for one position, counted by
     hand: the stem and the tower's 3x3 convolutions dominate. A 3x3 'SAME' convolution over 8x8 squares has
     (2 + 6 x 3)^2 = 484 kernel taps on the board (not 64 x 9 = 576: edge squares miss the padding), so it costs
     2 x 484 x C_in x C_out. Norms and activations, a few percent, are left out."""
-    squares, planes = 64, OBSERVATION_SHAPE[-1]
+    squares = 64
+    planes = OBSERVATION_SHAPE[-1] - PLANES_PER_STEP * (HISTORY_STEPS - history_steps)
     conv3 = lambda cin, cout: 2 * 484 * cin * cout  # noqa: E731
     return (conv3(planes, channels) + 2 * blocks * conv3(channels, channels) + conv3(channels, channels)
             + 2 * squares * channels * MOVE_PLANES + 2 * squares * channels * value_channels
