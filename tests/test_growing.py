@@ -115,3 +115,21 @@ def test_the_tree_stops_growing_when_full(growing):
     parents = np.asarray(grown.tree.parents[0])
     np.testing.assert_array_equal(depth[1:], depth[parents[1:]] + 1)  # every node one ply below its parent
     assert int(summary(grown).seldepth) == depth.max()
+
+
+def test_a_tree_enlarged_when_full_grows_on_as_the_larger_tree_would(growing):
+    """A 32-node tree filled, moved into the 64-node capacity and grown to 50 simulations is, node for node, the
+    64-node tree grown to 50 from the start: what lets the engine start small and still grow."""
+    params, apply_fn, build = growing
+    config, start, grow, _ = build("gumbel")
+    small = make_growing_search(config, apply_fn, CAPACITY // 2, multipv=4, line_length=8)
+    big = make_growing_search(config, apply_fn, CAPACITY, multipv=4, line_length=8)
+    state, key = notation.from_fen(ITALIAN), jax.random.PRNGKey(5)
+    grown = jax.jit(small.grow)(params, jax.jit(small.start)(params, key, state, 50), 1000)
+    assert int(grown.simulations) == CAPACITY // 2 - 1
+    enlarged = grow(params, jax.jit(big.enlarge)(params, grown), 50)
+    direct = grow(params, start(params, key, state, 50), 50)
+    for a, b in zip(jax.tree.leaves(direct), jax.tree.leaves(enlarged)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="does not fit"):
+        small.enlarge(params, direct)

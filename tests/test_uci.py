@@ -20,6 +20,7 @@ import pytest
 
 from chessbrain_jax.play.uci.clock import GoCommand, SearchControl, parse_go
 from chessbrain_jax.play.uci.search import _node_limit, _root_move
+from tests.conftest import make_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENGINE = [sys.executable, "-m", "chessbrain_jax.uci", "--channels", "8", "--blocks", "1", "--simulations", "8",
@@ -339,3 +340,41 @@ def test_bench_searches_every_position_with_the_nodes_asked(engine, engine_env):
         assert ": nodes 32, " in line and move in chess.Board(fen).legal_moves
     assert f"Nodes searched  : {32 * len(POSITIONS)}" in done.stdout
     assert int(done.stdout.split("Nodes/second    : ")[1].split()[0]) > 0
+
+
+def test_a_search_starts_in_the_smallest_tree_that_fits_and_moves_up_when_it_fills(monkeypatch):
+    """With the ladder (64 nodes, then the 292 of Hash 2): `go nodes 40` runs in the 64-node tree; `go infinite`
+    starts there too, and when it fills moves into the 292-node tree and grows on (in process, no GUI)."""
+    from chessbrain_jax.play import player
+    from chessbrain_jax.play.uci import bench, protocol, tree
+
+    monkeypatch.setattr(tree, "LADDER", (64,))
+    config = make_config(channels=8, blocks=1, mcts_simulations=8)
+    stream = bench._Lines()
+    engine = protocol.UciEngine(player.untrained_player(config), protocol.Output(stream), hash_mb=2)
+    small, full = tree.ladder(engine.tree_settings(engine.options))
+    assert (small.capacity, full.capacity) == (64, CAPACITY)
+    for settings in (small, full):
+        engine.trees.compile(settings)
+    engine.handle("position startpos moves e2e4")
+    engine.handle("go nodes 40")
+    stream.answered.wait(60)
+    assert set(engine.trees.nps) == {small} and " nodes 40 " in stream.lines[-2]
+    assert f"hashfull {40 * 1000 // (CAPACITY - 1)} " in stream.lines[-2]  # of the Hash's tree, whatever runs
+
+    stream.lines.clear()
+    stream.answered.clear()
+    engine.handle("go infinite")
+    deadline = time.monotonic() + 60
+    while not any(int(line.split(" nodes ")[1].split()[0]) > 100 for line in list(stream.lines)
+                  if " nodes " in line) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    engine.handle("stop")
+    stream.answered.wait(60)
+    board = chess.Board()
+    board.push_uci("e2e4")
+    assert chess.Move.from_uci(stream.lines[-1].split()[1]) in board.legal_moves
+    nodes = [int(line.split(" nodes ")[1].split()[0]) for line in stream.lines if " nodes " in line]
+    assert nodes == sorted(nodes) and 63 in nodes and nodes[-1] > 100  # filled the small tree, grew on in the big
+    assert set(engine.trees.nps) == {small, full}
+    engine.handle("quit")

@@ -4,7 +4,9 @@ mctx builds and searches a fresh tree in one call of a fixed simulation count. A
 growing while its clock allows, so `start` allocates a tree of `capacity` nodes once per `go` and `grow` runs more of
 `mctx.search`'s own simulations on it, any number per call: its `loop_fn` continues the stored tree from its
 simulation count (the fresh tree `mctx.search` allocates is dead code XLA drops). One compile of each function per
-capacity serves every node budget.
+capacity serves every node budget, and `enlarge` moves a tree into a larger capacity when it fills up, so a search
+can start in a tree sized to its budget (on the CPU a simulation costs more in a larger tree: XLA copies the
+tree's node arrays) and still grow on.
 
 Gumbel's sequential halving spreads a known total budget over the root moves; `considered_visit` computes mctx's
 schedule for a traced `target`, so a budget known only at `go` time (nodes, or seconds x measured speed) needs no
@@ -114,16 +116,25 @@ def _gumbel_root_selection(rng_key, tree: mctx.Tree, node_index, *, target: jax.
 
 
 class GrowingSearch(NamedTuple):
-    """The three pure functions of a growing search (the caller jits them; `grow` may donate its `Grown`).
+    """The pure functions of a growing search (the caller jits them; `grow` may donate its `Grown`).
 
     start(params, key, state, target) -> Grown: a tree holding only the root of the unbatched pgx `state`.
     grow(params, grown, upper) -> Grown: simulations until `upper` in all (at most capacity - 1).
     summary(grown) -> Summary: the move to play and what to report.
+    enlarge(params, grown) -> Grown: a `Grown` of fewer nodes moved into this capacity, the same tree with room to
+      grow (growing it on is what growing it here from the start would have been).
     """
 
     start: Callable
     grow: Callable
     summary: Callable
+    enlarge: Callable
+
+
+# The `mctx.Tree` fields with a node axis (`[1, N, ...]`); its other fields are per root.
+NODE_FIELDS = ("node_visits", "raw_values", "node_values", "parents", "action_from_parent", "children_index",
+               "children_prior_logits", "children_visits", "children_rewards", "children_discounts",
+               "children_values", "embeddings")
 
 
 def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multipv: int = 1,
@@ -206,4 +217,15 @@ def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multip
             seldepth=jnp.max(grown.depth), actions=top, visits=jnp.where(shown, visits[order], 0),
             q=jnp.where(shown, q, 0.0), lines=jnp.where(shown[:, None], lines, -1), prior_logits=grown.prior_logits)
 
-    return GrowingSearch(start, grow, summary)
+    def enlarge(params, small: Grown) -> Grown:
+        nodes = small.depth.shape[0]
+        if nodes > capacity:
+            raise ValueError(f"a tree of {nodes} nodes does not fit in {capacity}")
+        fresh = search(params, small.key, small.root, small.tree.root_invalid_actions, small.tree.extra_data,
+                       small.target, lambda lower, upper, body, init: init)  # mctx's empty tree, root filled
+        moved = {name: jax.tree.map(lambda big, old: big.at[:, :nodes].set(old), getattr(fresh, name),
+                                    getattr(small.tree, name)) for name in NODE_FIELDS}
+        return small._replace(tree=fresh.replace(**moved),
+                              depth=jnp.zeros(capacity, jnp.int32).at[:nodes].set(small.depth))
+
+    return GrowingSearch(start, grow, summary, enlarge)

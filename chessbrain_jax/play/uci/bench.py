@@ -1,6 +1,6 @@
 """`python -m chessbrain_jax.uci --bench`: the engine's speed on a fixed set of positions, as chess engines report
 it (`go nodes N` on each, then nodes, time and nodes/s in all). It drives the engine through its own protocol, so
-the figure is what a GUI sees: the tree's compile and pgx's FEN parse excluded (done first), the host loop and its
+the figure is what a GUI sees: the trees' compiles and pgx's FEN parse excluded (done first), the host loop and its
 `info` reporting included."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 from typing import NamedTuple
 
 from chessbrain_jax.play.uci.protocol import Output, UciEngine
+from chessbrain_jax.play.uci.tree import ladder
 
 # Opening, middlegames with both castlings and an en-passant capture, promotions, endgames, a mate in one.
 POSITIONS = (
@@ -65,7 +66,8 @@ def run_bench(player, nodes: int, hash_mb: int | None = None, positions=POSITION
     """`go nodes <nodes>` on each FEN of `positions` with a fresh engine of `player`; the tree is compiled first."""
     stream = _Lines()
     engine = UciEngine(player, Output(stream), hash_mb=hash_mb)
-    engine.trees.compile(engine.tree_settings(engine.options))
+    for tree in ladder(engine.tree_settings(engine.options)):
+        engine.trees.compile(tree)
     _search(engine, stream, positions[0], nodes)  # the first calls of the compiled programs are setup too
     rows = [_search(engine, stream, fen, nodes) for fen in positions]
     engine.handle("quit")

@@ -132,12 +132,16 @@ class UciEngine:
         }
 
     def warm_up(self) -> None:
-        """Starts compiling, in two background threads, the default tree and the step that builds positions."""
+        """Starts compiling, in background threads, the default tree (then the smaller trees below it) and the step
+        that builds positions."""
         opening = chess.Board()
         opening.push_uci("e2e4")
         settings = self.tree_settings(self.options)
-        for work in (lambda: self.trees.compile(settings), lambda: self.positions.state(opening)):
-            threading.Thread(target=self._quietly, args=(work,), daemon=True).start()
+        self._background(lambda: (self.trees.compile(settings), self.trees.prepare(settings, self._background)))
+        self._background(lambda: self.positions.state(opening))
+
+    def _background(self, work: Callable[[], Any]) -> None:
+        threading.Thread(target=self._quietly, args=(work,), daemon=True).start()
 
     def handle(self, line: str) -> bool:
         """Runs one command line; False after `quit`."""
@@ -204,7 +208,9 @@ class UciEngine:
         try:
             if not self._searching():  # get the current position and tree ready, so that `go` pays no compile
                 self.positions.state(self.board)
-                self.trees.compile(self.tree_settings(self.options))
+                settings = self.tree_settings(self.options)
+                self.trees.compile(settings)
+                self.trees.prepare(settings, self._background)  # the smaller trees follow in the background
         finally:
             self.out.send("readyok")
 

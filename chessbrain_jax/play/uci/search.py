@@ -17,7 +17,7 @@ import numpy as np
 
 from chessbrain_jax.play.uci.clock import SearchControl
 from chessbrain_jax.play.uci.positions import PositionStates
-from chessbrain_jax.play.uci.tree import Snapshot, TreeSearch, TreeSettings
+from chessbrain_jax.play.uci.tree import Snapshot, TreeSearch, TreeSettings, ladder
 
 if TYPE_CHECKING:
     from chessbrain_jax.core.chess_env import State
@@ -105,26 +105,38 @@ class GoSearch:
             return []
         state = self._root(board, control.go.searchmoves)
         white = board.turn == chess.WHITE
-        limit = _node_limit(control, white, default_nodes, self.trees.nps.get(settings), settings.capacity)
-        grown = self.trees.start(settings, next(self._seeds), state, limit)
+        limit = _node_limit(control, white, default_nodes, self.trees.speed(settings), settings.capacity)
+        tree = self._tree(settings, limit if limit < settings.capacity - 1 else 0)  # open-ended: start small
+        grown = self.trees.start(tree, next(self._seeds), state, limit)
         if bool(state.terminated):
             listener.drawn_by_pgx()
             control.wait_while_unlimited()
-            snapshot = self.trees.summary(settings, grown)
+            snapshot = self.trees.summary(tree, grown)
             return [_prior_move(board, snapshot.prior_logits)]
         while True:
-            upper = self._next_upper(settings, control, white, int(grown.simulations), limit)
-            grown = self.trees.grow(settings, grown, upper)
-            snapshot = self.trees.summary(settings, grown)
+            upper = self._next_upper(tree, control, white, int(grown.simulations), limit)
+            grown = self.trees.grow(tree, grown, upper)
+            snapshot = self.trees.summary(tree, grown)
             moves = root_moves(board, snapshot)
             listener.report(SearchReport(moves, snapshot.value, snapshot.simulations, snapshot.seldepth,
                                          settings.capacity, time.monotonic() - control.started))
-            if snapshot.simulations >= settings.capacity - 1:
-                listener.tree_full(settings.capacity)
-                control.wait_while_unlimited()
-                return moves[0].line
             if _done(control, white, snapshot.simulations, limit, moves[0]):
                 return moves[0].line
+            if snapshot.simulations >= tree.capacity - 1:
+                larger = self._tree(settings, tree.capacity)
+                if larger == tree:
+                    listener.tree_full(settings.capacity)
+                    control.wait_while_unlimited()
+                    return moves[0].line
+                grown, tree = self.trees.enlarge(grown, larger), larger
+
+    def _tree(self, settings: TreeSettings, simulations: int) -> TreeSettings:
+        """The smallest compiled tree of `settings`' ladder with room for more than `simulations` (the Hash's own
+        when none is smaller: it is compiled before any search)."""
+        for tree in ladder(settings):
+            if tree.capacity - 1 > simulations and self.trees.compiled(tree) or tree == settings:
+                return tree
+        return settings
 
     def _root(self, board: chess.Board, searchmoves: list[chess.Move]) -> State:
         """The pgx state to search, its legal moves cut to `searchmoves` if any."""
@@ -141,7 +153,7 @@ class GoSearch:
                     limit: int) -> int:
         """Simulations in all after the next step: at most the tree's size again and `REPORT_SECONDS` of work, no
         more than the node limit or the time left allow."""
-        nps = self.trees.nps.get(settings)
+        nps = self.trees.speed(settings)
         step = max(FIRST_STEP, simulations)  # at most doubling, so a depth or mate found is answered soon
         if nps is not None:
             step = min(step, max(1, int(nps * REPORT_SECONDS)))

@@ -1,5 +1,10 @@
 """What runs on the device for the engine: one growing search tree per `go` (`core.growing`), compiled once per
-tree capacity and algorithm and reused for every node or time budget, with the speed it was last measured at."""
+tree capacity and algorithm and reused for every node or time budget, with the speed it was last measured at.
+
+The Hash option sets the largest tree; below it a ladder of smaller capacities (256, 1,024, 4,096, ... nodes) is
+compiled too, because on the CPU a simulation costs more the larger the tree (XLA copies its node arrays: 1,800
+simulations/s in a 257-node tree, 420 in the default 18,688-node one, with the 24x4 network). A search starts in
+the smallest tree its budget fits and moves into the next one when it fills up (`core.growing`'s `enlarge`)."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ if TYPE_CHECKING:
 MAX_MULTIPV = 16  # root moves every summary reports; the MultiPV option shows up to this many
 PV_LENGTH = 24  # plies of each reported line
 MIN_CAPACITY = 64  # nodes of the smallest tree a Hash setting gives
+LADDER = tuple(256 * 4**k for k in range(10))  # the smaller trees below the Hash's, while at most half of it
 
 
 class TreeSettings(NamedTuple):
@@ -46,6 +52,13 @@ class _Compiled(NamedTuple):
     start: Callable
     grow: Callable
     summary: Callable
+    enlarge: dict[int, Callable]  # from each smaller capacity of its ladder
+
+
+def ladder(settings: TreeSettings) -> list[TreeSettings]:
+    """The trees a search under `settings` (the Hash's tree) may use, smallest first: `LADDER`'s capacities while
+    at most half of the Hash's, then the Hash's own."""
+    return [settings._replace(capacity=size) for size in LADDER if 2 * size <= settings.capacity] + [settings]
 
 
 def node_bytes(apply_fn: Callable, params: Any, config: Config) -> int:
@@ -75,14 +88,33 @@ class TreeSearch:
     def __init__(self, apply_fn: Callable, params: Any, config: Config):
         self._apply_fn, self._params, self._config = apply_fn, params, config
         self._compiled: dict[TreeSettings, _Compiled] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[TreeSettings, threading.Lock] = {}
+        self._prepared: set[TreeSettings] = set()
         self.nps: dict[TreeSettings, float] = {}
+        self.last_nps: float | None = None  # of whichever tree ran last
 
     def compile(self, settings: TreeSettings) -> _Compiled:
-        with self._lock:
-            if settings not in self._compiled:
-                self._compiled[settings] = self._build(settings)
-            return self._compiled[settings]
+        compiled = self._compiled.get(settings)
+        if compiled is None:
+            with self._locks.setdefault(settings, threading.Lock()):  # one build per tree, others go on
+                compiled = self._compiled.get(settings)
+                if compiled is None:
+                    compiled = self._compiled[settings] = self._build(settings)
+        return compiled
+
+    def compiled(self, settings: TreeSettings) -> bool:
+        return settings in self._compiled
+
+    def prepare(self, settings: TreeSettings, work: Callable[[Callable], None]) -> None:
+        """Compiles the smaller trees of `settings`' ladder, smallest first, through `work(job)` (a background
+        thread), once; a search uses each as soon as it is ready."""
+        if settings not in self._prepared:
+            self._prepared.add(settings)
+            work(lambda: [self.compile(tree) for tree in ladder(settings)[:-1]])
+
+    def speed(self, settings: TreeSettings) -> float | None:
+        """The simulations per second last measured in `settings`' tree, else in whichever tree ran last."""
+        return self.nps.get(settings, self.last_nps)
 
     def _build(self, settings: TreeSettings) -> _Compiled:
         import jax
@@ -98,14 +130,24 @@ class TreeSearch:
         start = jax.jit(search.start).lower(self._params, jax.random.PRNGKey(0), state, count).compile()
         grown = jax.eval_shape(search.start, self._params, jax.random.PRNGKey(0), state, count)
         grow = jax.jit(search.grow, donate_argnums=1).lower(self._params, grown, count).compile()
-        return _Compiled(start, grow, jax.jit(search.summary).lower(grown).compile())
+        enlarge = {}
+        for smaller in ladder(settings)[:-1]:
+            shape = jax.eval_shape(make_growing_search(config, self._apply_fn, smaller.capacity, MAX_MULTIPV,
+                                                       PV_LENGTH).start, self._params, jax.random.PRNGKey(0), state,
+                                   count)
+            enlarge[smaller.capacity] = jax.jit(search.enlarge).lower(self._params, shape).compile()
+        return _Compiled(start, grow, jax.jit(search.summary).lower(grown).compile(), enlarge)
 
     def start(self, settings: TreeSettings, seed: int, state: State, target: int) -> Grown:
-        """A tree holding the root of the unbatched pgx `state`, planned (Gumbel) for `target` simulations."""
+        """A tree holding the root of the unbatched pgx `state`, planned (Gumbel) for `target` simulations (which
+        may exceed its capacity: the tree can be enlarged)."""
         import jax
 
-        target = min(max(target, 1), settings.capacity - 1)
-        return self.compile(settings).start(self._params, jax.random.PRNGKey(seed), state, np.int32(target))
+        return self.compile(settings).start(self._params, jax.random.PRNGKey(seed), state, np.int32(max(target, 1)))
+
+    def enlarge(self, grown: Grown, settings: TreeSettings) -> Grown:
+        """`grown`, a smaller tree of `settings`' ladder, moved into `settings`' tree to grow on."""
+        return self.compile(settings).enlarge[int(grown.depth.shape[0])](self._params, grown)
 
     def grow(self, settings: TreeSettings, grown: Grown, upper: int) -> Grown:
         """`grown` (consumed) with simulations up to `upper` in all, and the speed it ran at."""
@@ -116,7 +158,7 @@ class TreeSearch:
         grown = self.compile(settings).grow(self._params, grown, np.int32(upper))
         added = int(jax.device_get(grown.simulations)) - before
         if added >= 8:  # too few simulations measure dispatch, not speed
-            self.nps[settings] = added / max(time.monotonic() - started, 1e-6)
+            self.nps[settings] = self.last_nps = added / max(time.monotonic() - started, 1e-6)
         return grown
 
     def summary(self, settings: TreeSettings, grown: Grown) -> Snapshot:
