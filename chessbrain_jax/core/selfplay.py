@@ -40,7 +40,8 @@ class SelfPlayState(NamedTuple):
 
 
 EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "adjudicated_wins",
-                 "ended_game_plies")
+                 "drawn_ahead", "ended_game_plies")
+DRAWN_AHEAD_PAWNS = 5  # a draw with one side this much material ahead counts as a won position not converted
 
 
 def result_history_length(config: Config) -> int:
@@ -105,8 +106,9 @@ def make_capped_search(config: Config, apply_fn: ApplyFn):
     return search
 
 
-def ply_stats(ended: targets.PlyOutcome) -> dict[str, jax.Array]:
-    """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games."""
+def ply_stats(ended: targets.PlyOutcome, balance: jax.Array) -> dict[str, jax.Array]:
+    """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games and `i32[B]` their material
+    balance after it (pawns)."""
     finished = ended.done & ~ended.truncated
     return dict(
         games_finished=finished.sum(),
@@ -115,6 +117,7 @@ def ply_stats(ended: targets.PlyOutcome) -> dict[str, jax.Array]:
         draws=(finished & (ended.white_result == 0)).sum(),
         truncated=ended.truncated.sum(),
         adjudicated_wins=(ended.truncated & (ended.cut_result != 0) & jnp.isfinite(ended.cut_result)).sum(),
+        drawn_ahead=(finished & (ended.white_result == 0) & (jnp.abs(balance) >= DRAWN_AHEAD_PAWNS)).sum(),
         ended_game_plies=jnp.where(ended.done, ended.ply, 0).sum(),
     )
 
@@ -127,6 +130,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode: games_finished counts games that
     ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies` (their value target is
     NaN, or with `adjudicate_material` the material verdict: adjudicated_wins counts the decisive ones),
+    drawn_ahead the draws with one side `DRAWN_AHEAD_PAWNS` or more ahead (won positions not converted),
     ended_game_plies the plies of both. Jit it.
     """
     search = make_capped_search(config, apply_fn)
@@ -159,11 +163,12 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
             next_env = chess_env.step(env, action)
         ended = targets.ply_outcome(config, env, next_env)
         results, result_plies, generation = targets.record(results, result_plies, generation, ended)
+        stats = ply_stats(ended, chess_env.material_balance(next_env))
         done = ended.done
         next_env = jax.tree.map(
             lambda new, reset: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), reset, new), next_env, fresh)
 
-        return SelfPlayState(next_env, generation, results, result_plies), (record, ply_stats(ended))
+        return SelfPlayState(next_env, generation, results, result_plies), (record, stats)
 
     def play_episode(params, state: SelfPlayState, key: jax.Array, first_slot: int | jax.Array = 0):
         keys = jax.random.split(key, config.plies_per_episode)

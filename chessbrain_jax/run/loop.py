@@ -10,7 +10,7 @@ from chessbrain_jax.run import saving
 from chessbrain_jax.run.console import TrainingDiverged, say
 from chessbrain_jax.run.state import StartState, step_of
 
-_GAME_COUNTS = ("white_wins", "black_wins", "draws", "truncated", "adjudicated_wins")
+_GAME_COUNTS = ("white_wins", "black_wins", "draws", "truncated", "adjudicated_wins", "drawn_ahead")
 
 
 class EpisodeLoop:
