@@ -1,8 +1,8 @@
 """What runs on the device for the engine: one growing search tree per `go` (`core.growing`), compiled once per
 tree capacity and algorithm and reused for every node or time budget, with the speed it was last measured at.
 
-The Hash option sets the largest tree; below it a ladder of smaller capacities (256, 1,024, 4,096, ... nodes) is
-compiled too, because on the CPU a simulation costs more the larger the tree (XLA copies its node arrays: 1,800
+The Hash option sets the largest tree; below it a ladder of smaller trees (for 256, 1,024, 4,096, ... simulations,
+while at most half the Hash's) is compiled too, because on the CPU a simulation costs more the larger the tree (XLA copies its node arrays: 1,800
 simulations/s in a 257-node tree, 420 in the default 18,688-node one, with the 24x4 network). A search starts in
 the smallest tree its budget fits and moves into the next one when it fills up (`core.growing`'s `enlarge`)."""
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 MAX_MULTIPV = 16  # root moves every summary reports; the MultiPV option shows up to this many
 PV_LENGTH = 24  # plies of each reported line
 MIN_CAPACITY = 64  # nodes of the smallest tree a Hash setting gives
-LADDER = tuple(256 * 4**k for k in range(10))  # the smaller trees below the Hash's, while at most half of it
+LADDER = tuple(256 * 4**k + 1 for k in range(10))  # smaller trees (256, 1024, ... simulations and the root)
 
 
 class TreeSettings(NamedTuple):
