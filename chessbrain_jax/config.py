@@ -158,8 +158,8 @@ class Config:
     blocks: int = _field(6, "Residual blocks.", group=NET, minimum=0)
     history_steps: int = _field(8, "Positions the network reads: the current one and the N - 1 before it, of the 8 "
                                 "in pgx's observation (their repetition planes with them; the 7 planes of side, "
-                                "castling and counters always). Fewer make the input convolution, a quarter of a "
-                                "32x4 network's FLOPs at 8, that much cheaper.", group=NET, minimum=1, maximum=8)
+                                "castling and counters always). Fewer make the input convolution, a third of "
+                                "a 24x4 network's FLOPs at 8, that much cheaper.", group=NET, minimum=1, maximum=8)
     value_head: str = _field("scalar", "scalar: one tanh output trained by squared error; wdl: win/draw/loss "
                              "probabilities trained by cross-entropy (Leela Chess Zero), a target v read as "
                              "(max(v, 0), 1 - |v|, max(-v, 0)); the search uses W - L.", group=NET,
