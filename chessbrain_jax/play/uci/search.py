@@ -131,10 +131,10 @@ class GoSearch:
                 grown, tree = self.trees.enlarge(grown, larger), larger
 
     def _tree(self, settings: TreeSettings, simulations: int) -> TreeSettings:
-        """The smallest compiled tree of `settings`' ladder with room for more than `simulations` (the Hash's own
-        when none is smaller: it is compiled before any search)."""
+        """The smallest compiled tree of `settings`' ladder with room for `simulations` (the Hash's own when none
+        is smaller: it is compiled before any search)."""
         for tree in ladder(settings):
-            if tree.capacity - 1 > simulations and self.trees.compiled(tree) or tree == settings:
+            if tree.capacity - 1 >= simulations and self.trees.compiled(tree) or tree == settings:
                 return tree
         return settings
 
