@@ -133,10 +133,8 @@ class GoSearch:
     def _tree(self, settings: TreeSettings, simulations: int) -> TreeSettings:
         """The smallest compiled tree of `settings`' ladder with room for `simulations` (the Hash's own when none
         is smaller: it is compiled before any search)."""
-        for tree in ladder(settings):
-            if tree.capacity - 1 >= simulations and self.trees.compiled(tree) or tree == settings:
-                return tree
-        return settings
+        return next(tree for tree in ladder(settings)
+                    if tree == settings or tree.capacity - 1 >= simulations and self.trees.compiled(tree))
 
     def _root(self, board: chess.Board, searchmoves: list[chess.Move]) -> State:
         """The pgx state to search, its legal moves cut to `searchmoves` if any."""

@@ -2,9 +2,10 @@
 tree capacity and algorithm and reused for every node or time budget, with the speed it was last measured at.
 
 The Hash option sets the largest tree; below it a ladder of smaller trees (for 256, 1,024, 4,096, ... simulations,
-while at most half the Hash's) is compiled too, because on the CPU a simulation costs more the larger the tree (XLA copies its node arrays: 1,800
-simulations/s in a 257-node tree, 420 in the default 18,688-node one, with the 24x4 network). A search starts in
-the smallest tree its budget fits and moves into the next one when it fills up (`core.growing`'s `enlarge`)."""
+while at most half the Hash's) is compiled too, because on the CPU a simulation costs more the larger the tree
+(XLA copies its node arrays: 1,800 simulations/s in a 257-node tree, 420 in the default 18,688-node one, with the
+24x4 network). A search starts in the smallest tree its budget fits and moves into the next one when it fills up
+(`core.growing`'s `enlarge`)."""
 
 from __future__ import annotations
 
