@@ -10,10 +10,13 @@ import sys
 
 import chess
 import chess.pgn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from chessbrain_jax import arena as arena_cli
-from chessbrain_jax.play import arena, player
+from chessbrain_jax.play import arena, notation, player
 from tests.conftest import make_config
 
 
@@ -203,3 +206,36 @@ def test_trees_option_sums_independent_trees_per_position():
         assert action in notation.legal_actions(chess.Board(fen))
     with pytest.raises(arena.ArenaError, match="trees must be >= 1"):
         arena.parse_player("untrained,trees=0")
+
+
+@pytest.mark.parametrize("live, games, batch", [(1, 8, 1), (2, 8, 2), (3, 8, 4), (5, 8, 8), (5, 6, 6), (16, 25, 16),
+                                                (17, 25, 25), (25, 25, 25)])
+def test_search_batch_is_a_power_of_two_or_all_games(live, games, batch):
+    assert arena.search_batch(live, games) == batch
+
+
+class FirstLegal:
+    """A device player that plays each game's first legal action and records the batch sizes it searches."""
+
+    def __init__(self):
+        self.batches = []
+
+    def actions(self, key, states):
+        self.batches.append(states.legal_action_mask.shape[0])
+        return jnp.argmax(states.legal_action_mask, axis=-1)
+
+
+def test_device_players_search_only_live_games():
+    """Of 8 games, A moves in the even ones (live: 0, 6) and B in the odd ones (live: 7): A searches a batch of 2,
+    B of 1, each live game gets its own first legal move and finished games get 0."""
+    fens = [chess.STARTING_FEN, "4k3/8/8/8/8/8/8/R3K3 w - - 0 1", "4k3/8/8/8/8/8/3P4/4K3 w - - 0 1",
+            "r3k3/8/8/8/8/8/8/4K3 b - - 0 1"]
+    boards = [chess.Board(fens[i % 4]) for i in range(8)]
+    states = notation.stack_states([notation.board_to_state(board) for board in boards])
+    done = np.array([False, True, True, True, True, True, False, False])
+    a, b = FirstLegal(), FirstLegal()
+    actions, _ = arena._choose_actions((a, b), states, boards, done, jax.random.PRNGKey(0))
+    assert (a.batches, b.batches) == ([2], [1])
+    first_legal = np.argmax(np.asarray(states.legal_action_mask), axis=-1)
+    assert list(actions[~done]) == list(first_legal[~done]) and not actions[done].any()
+    assert len(set(first_legal[[0, 6, 7]])) == 3  # the check means something: the three boards' moves differ

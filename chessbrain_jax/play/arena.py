@@ -3,8 +3,8 @@
 Players (`parse_player`): a checkpoint step folder, `job:<id>` (its latest checkpoint), `untrained`, `random`,
 `greedy`, `minimax` or `stockfish`, each with comma-separated options, e.g. `checkpoints/run_step400,sims=64`,
 `job:run,raw`, `minimax,depth=2`, `stockfish,skill=0,depth=1`. Games come in pairs from the same opening with
-colours swapped: game 2k has A to move first, game 2k+1 has B. Every ply, A's games and B's games each make one
-batched device call (pgx states and mctx search for both sides at once); host players (greedy, minimax,
+colours swapped: game 2k has A to move first, game 2k+1 has B. Every ply, A's live games and B's live games each
+make one batched device call (pgx states and mctx search for both sides at once); host players (greedy, minimax,
 Stockfish) answer per board. python-chess replays every move as
 it is played, so an illegal move is impossible to record, and every game is written as PGN.
 """
@@ -348,9 +348,18 @@ def play_match(player_a, player_b, games: int, openings: Sequence[chess.Board] |
             for i, board in enumerate(boards)]
 
 
+def search_batch(live: int, games: int) -> int:
+    """How many games a device player's call searches when `live` of its `games` are still running: the smallest
+    power of two that holds them, or all `games` where that is fewer. Finished games are not searched (a match's
+    longest game would otherwise keep every finished one searched to the end), and the few sizes bound how often
+    the search compiles (log2(games) + 1 shapes)."""
+    return min(1 << max(live - 1, 0).bit_length(), games)
+
+
 def _choose_actions(movers, states, boards: list[chess.Board], done: np.ndarray, key):
     """(`i32[games]` this ply's pgx actions, the next RNG key): `movers[0]` moves in the even-numbered games,
-    `movers[1]` in the odd ones (whoever moves first in a game moves on even plies); finished games get a 0."""
+    `movers[1]` in the odd ones (whoever moves first in a game moves on even plies); finished games get a 0.
+    A device player searches its live games only, padded to `search_batch` with copies of the first."""
     import jax
 
     from chessbrain_jax.play import notation
@@ -367,7 +376,8 @@ def _choose_actions(movers, states, boards: list[chess.Board], done: np.ndarray,
                 actions[i] = notation.move_to_action(boards[i], mover.move(boards[i]))
         else:
             key, subkey = jax.random.split(key)
-            actions[index] = np.asarray(mover.actions(subkey, _take(states, index)))
+            padded = np.concatenate([live, np.full(search_batch(len(live), len(index)) - len(live), live[0])])
+            actions[live] = np.asarray(mover.actions(subkey, _take(states, padded)))[:len(live)]
     return actions, key
 
 
