@@ -137,6 +137,12 @@ class Config:
                                    "values by the same factor per ply, so a quicker win is worth more (a moves-left "
                                    "signal: a winning side heads for the mate instead of shuffling). 1 = "
                                    "undiscounted results, as AlphaZero.", group=PLAY, above=0.0, maximum=1.0)
+    value_drawn_ahead: float = _field(0.0, "The result a draw by the rules (fifty moves, repetition, stalemate) "
+                                      "counts as, in the value targets, for a side 5 or more pawns of material "
+                                      "ahead when it ends (its opponent gets the negation): -1 scores a won "
+                                      "position not converted as a loss, so stalling while ahead is worth less than "
+                                      "progress towards the mate. 0 = a draw, as the rules say.", group=PLAY,
+                                      minimum=-1.0, maximum=1.0)
     value_material_weight: float = _field(0.0, "Mix material into the value target: (1 - w) x result + w x "
                                           "tanh(material / 3), the mover's material lead in pawns "
                                           "--value-material-plies plies later in the same game (at its last "

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chessbrain_jax.core import chess_env, replay, selfplay
+from chessbrain_jax.core import chess_env, replay, selfplay, targets
 from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
@@ -241,6 +241,31 @@ def test_games_cut_at_the_ply_cap_are_adjudicated_on_material(tiny_network):
     value, known = (np.asarray(x).reshape(2, 4) for x in replay.value_targets(buffer, row, column, discount=0.9))
     assert known.all()
     np.testing.assert_allclose(value, [[0.9, 0.9, 0.0, 0.0], [-1.0, -1.0, 0.0, 0.0]], rtol=1e-6)
+
+
+DRAWS = [  # (start, a move that ends the game, white's result, who is a rook up in a draw: 1 white, -1 black, 0 none)
+    ("8/8/8/4k3/8/8/8/R3K3 w - - 99 80", "e1d2", 0.0, 1),  # the fifty-move rule with white a rook up
+    ("r7/8/8/4k3/8/8/8/4K3 b - - 99 80", "e5d5", 0.0, -1),  # the same with black a rook up, black moving
+    ("1r6/8/8/4k3/8/8/8/R3K3 w - - 99 80", "e1d2", 0.0, 0),  # level material: a draw stays a draw
+    ("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1", "a1a8", 1.0, 0),  # a mate is a mate
+]
+
+
+@pytest.mark.parametrize("drawn_ahead", [0.0, -1.0, -0.5])
+def test_draws_far_ahead_record_value_drawn_ahead_for_the_leader(drawn_ahead):
+    """The results table gets `value_drawn_ahead` from the leader's view (white's: x the leader's sign) for a draw
+    by the rules 5+ pawns ahead; the natural result (`white_result`) stays a draw."""
+    boards = [chess.Board(fen) for fen, *_ in DRAWS]
+    state = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[notation.from_fen(fen) for fen, *_ in DRAWS])
+    actions = jnp.asarray([notation.move_to_action(b, chess.Move.from_uci(m)) for b, (_, m, *_) in zip(boards, DRAWS)])
+    after = chess_env.step(state, actions)
+    ended = targets.ply_outcome(make_config(value_drawn_ahead=drawn_ahead), state, after)
+    assert np.asarray(ended.done).all() and not np.asarray(ended.truncated).any()
+    np.testing.assert_array_equal(np.asarray(ended.white_result), [result for _, _, result, _ in DRAWS])
+    expected = [drawn_ahead * leader if leader else result for _, _, result, leader in DRAWS]
+    np.testing.assert_allclose(np.asarray(ended.outcome), expected)
+    ahead = targets.drawn_ahead(ended.white_result, ~ended.truncated, chess_env.material_balance(after))
+    assert list(np.asarray(ahead)) == [True, True, False, False]
 
 
 def _board_after(plies: int, seed: int) -> chess.Board:

@@ -41,7 +41,6 @@ class SelfPlayState(NamedTuple):
 
 EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "adjudicated_wins",
                  "drawn_ahead", "ended_game_plies")
-DRAWN_AHEAD_PAWNS = 5  # a draw with one side this much material ahead counts as a won position not converted
 
 
 def result_history_length(config: Config) -> int:
@@ -117,7 +116,7 @@ def ply_stats(ended: targets.PlyOutcome, balance: jax.Array) -> dict[str, jax.Ar
         draws=(finished & (ended.white_result == 0)).sum(),
         truncated=ended.truncated.sum(),
         adjudicated_wins=(ended.truncated & (ended.cut_result != 0) & jnp.isfinite(ended.cut_result)).sum(),
-        drawn_ahead=(finished & (ended.white_result == 0) & (jnp.abs(balance) >= DRAWN_AHEAD_PAWNS)).sum(),
+        drawn_ahead=targets.drawn_ahead(ended.white_result, finished, balance).sum(),
         ended_game_plies=jnp.where(ended.done, ended.ply, 0).sum(),
     )
 
@@ -130,7 +129,7 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     `stats` maps the names in `EPISODE_STATS` to `i32[]` totals over the episode: games_finished counts games that
     ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies` (their value target is
     NaN, or with `adjudicate_material` the material verdict: adjudicated_wins counts the decisive ones),
-    drawn_ahead the draws with one side `DRAWN_AHEAD_PAWNS` or more ahead (won positions not converted),
+    drawn_ahead the draws with one side `targets.DRAWN_AHEAD_PAWNS` or more ahead (won positions not converted),
     ended_game_plies the plies of both. Jit it.
     """
     search = make_capped_search(config, apply_fn)

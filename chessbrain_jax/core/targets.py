@@ -38,8 +38,19 @@ def adjudicate(balance: jax.Array, threshold: int) -> jax.Array:
     return jnp.where(balance >= threshold, 1.0, jnp.where(balance <= -threshold, -1.0, 0.0)).astype(jnp.float32)
 
 
+DRAWN_AHEAD_PAWNS = 5  # a draw with one side this much material ahead is a won position not converted
+
+
+def drawn_ahead(white_result: jax.Array, natural_end: jax.Array, balance: jax.Array) -> jax.Array:
+    """`bool[B]` games drawn by the rules with one side `DRAWN_AHEAD_PAWNS` or more ahead (`balance` `i32[B]`,
+    white minus black, pawns)."""
+    return natural_end & (white_result == 0) & (jnp.abs(balance) >= DRAWN_AHEAD_PAWNS)
+
+
 def ply_outcome(config: Config, state: chess_env.State, next_state: chess_env.State) -> PlyOutcome:
-    """The outcome of the move from `[B]` `state` to `next_state`."""
+    """The outcome of the move from `[B]` `state` to `next_state`. The results table records `outcome`: the
+    natural result, the material verdict of a cut game, or `value_drawn_ahead` for the leader of a draw while far
+    ahead (`drawn_ahead`)."""
     reward = chess_env.mover_reward(state, next_state)
     ply = chess_env.plies(next_state)
     at_cap = ply >= config.max_plies
@@ -47,11 +58,15 @@ def ply_outcome(config: Config, state: chess_env.State, next_state: chess_env.St
     natural_end = next_state.terminated & ((reward != 0) | (ply < PGX_MAX_PLIES))
     truncated = at_cap & ~natural_end
     white_result = jnp.where(chess_env.white_to_move(state), reward, -reward)
+    balance = chess_env.material_balance(next_state)
     if config.adjudicate_material:
-        cut_result = adjudicate(chess_env.material_balance(next_state), config.adjudicate_material)
+        cut_result = adjudicate(balance, config.adjudicate_material)
     else:
         cut_result = jnp.full_like(white_result, jnp.nan)
     outcome = jnp.where(truncated, cut_result, white_result)
+    if config.value_drawn_ahead:
+        leader_result = jnp.float32(config.value_drawn_ahead) * jnp.sign(balance).astype(jnp.float32)
+        outcome = jnp.where(drawn_ahead(white_result, natural_end, balance), leader_result, outcome)
     return PlyOutcome(next_state.terminated | at_cap, truncated, white_result, cut_result, outcome, ply)
 
 
