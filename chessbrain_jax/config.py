@@ -116,6 +116,11 @@ class Config:
                          "Dirichlet noise at the root).", group=PLAY, choices=("gumbel", "puct"))
     gumbel_considered_actions: int = _field(16, "Gumbel search: actions considered at the root.", group=PLAY,
                                             minimum=1)
+    gumbel_value_scale: float = _field(0.1, "Gumbel search: c_scale in sigma(q) = (50 + most visits) x c_scale x q, "
+                                       "q the move's value rescaled to [0, 1] among its siblings: how far a searched "
+                                       "value can overrule the prior (0.1, mctx's default: by about 5 logits, so a "
+                                       "mate in one with a prior of 0.001 loses to the favourite).", group=PLAY,
+                                       minimum=0.0)
     playout_cap_fraction: float = _field(1.0, "Playout-cap randomisation (KataGo): the share of self-play plies "
                                          "searched with the full --mcts-simulations, drawn per ply for the whole "
                                          "batch; the other plies use --playout-cap-simulations, play faster and "

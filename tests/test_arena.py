@@ -187,6 +187,15 @@ def test_considered_option_limits_the_root_moves_gumbel_searches():
         arena.parse_player("untrained,considered=1")
 
 
+def test_cscale_option_sets_gumbels_value_scale():
+    sharp = arena.parse_player("untrained,channels=8,blocks=1,sims=8,cscale=1.5")
+    assert sharp.config.gumbel_value_scale == 1.5 and "c_scale 1.5" in sharp.description
+    assert arena.parse_player("untrained,channels=8,blocks=1,sims=8").config.gumbel_value_scale == 0.1
+    for bad, reason in (("x", "cscale must be a number"), ("-1", "cscale must be >= 0")):
+        with pytest.raises(arena.ArenaError, match=reason):
+            arena.parse_player(f"untrained,cscale={bad}")
+
+
 def test_trees_option_sums_independent_trees_per_position():
     import jax
 

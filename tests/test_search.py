@@ -144,3 +144,29 @@ def test_value_discount_makes_the_quicker_win_worth_more(mate_states):
             once &= np.asarray(tree.children_visits[b, np.maximum(children[b], 0)]).sum(-1) == 0  # leaves only
             assert once.sum() > 5
             np.testing.assert_allclose(q[b, once], other_value, rtol=1e-6)
+
+
+@pytest.mark.parametrize("value_scale, finds_mate", [(0.1, False), (1.0, True)])
+def test_value_scale_decides_whether_a_searched_mate_overrules_a_confident_prior(value_scale, finds_mate,
+                                                                                tiny_network):
+    """A prior that puts e^-8 of the favourite's weight on the mating move: every root move is searched (32
+    simulations, ~20 legal moves), so the mate's value of +1 is known; c_scale 0.1 (mctx's default) lifts it by
+    about 5 logits and the favourite stays, c_scale 1.0 by about 50 and the mate is played."""
+    fen, uci = MATE_IN_ONE[0]
+    board = chess.Board(fen)
+    mate = notation.move_to_action(board, chess.Move.from_uci(uci))
+    favourite = notation.move_to_action(board, chess.Move.from_uci("g1f1"))
+    _, params, apply_fn = tiny_network
+
+    def confident(p, observation):
+        logits, value = apply_fn(p, observation)
+        bias = jnp.zeros(logits.shape[-1]).at[favourite].set(6.0).at[mate].set(-2.0)
+        return jnp.zeros_like(logits) + bias, jnp.zeros_like(value)
+
+    states = notation.stack_states([notation.from_fen(fen)] * 4)
+    config = make_config(mcts_simulations=32, gumbel_considered_actions=32, gumbel_value_scale=value_scale)
+    output = jax.jit(make_search_fn(config, confident))(params, jax.random.PRNGKey(0), states)
+    tree = output.search_tree
+    visits = np.asarray(to_actions(tree.children_visits[:, 0], tree.embeddings.actions[:, 0]))
+    assert np.all(visits[:, mate] >= 1)  # searched in both cases: the prior, not the search, decides
+    assert np.all((np.asarray(output.best_action) == mate) == finds_mate)

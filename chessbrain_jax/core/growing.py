@@ -24,8 +24,8 @@ import mctx
 
 from chessbrain_jax.config import Config
 from chessbrain_jax.core import chess_env
-from chessbrain_jax.core.search import (Node, legal_slots, make_recurrent_fn, mask_illegal, principal_variation,
-                                        slot_logits)
+from chessbrain_jax.core.search import (Node, gumbel_qtransform, legal_slots, make_recurrent_fn, mask_illegal,
+                                        principal_variation, slot_logits)
 from chessbrain_jax.core.types import ApplyFn
 
 
@@ -102,12 +102,13 @@ def considered_visit(num_considered: jax.Array, index: jax.Array, target: jax.Ar
     return jnp.where(m <= 1, index, value)
 
 
-def _gumbel_root_selection(rng_key, tree: mctx.Tree, node_index, *, target: jax.Array, max_considered: int):
+def _gumbel_root_selection(rng_key, tree: mctx.Tree, node_index, *, target: jax.Array, max_considered: int,
+                           qtransform):
     """`mctx.gumbel_muzero_root_action_selection` with a traced budget (`considered_visit`); unbatched tree."""
     del rng_key
     visits = tree.children_visits[node_index]
     logits = tree.children_prior_logits[node_index]
-    completed = mctx.qtransform_completed_by_mix_value(tree, node_index)
+    completed = qtransform(tree, node_index)
     num_valid = jnp.sum(1 - tree.root_invalid_actions, axis=-1).astype(jnp.int32)
     visit = considered_visit(jnp.minimum(max_considered, num_valid), jnp.sum(visits), target, max_considered)
     score = jnp.maximum(-1e9, tree.extra_data.root_gumbel + logits - jnp.max(logits) + completed)
@@ -145,12 +146,13 @@ def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multip
         raise ValueError(f"a growing tree needs at least 2 nodes, got {capacity}")
     recurrent_fn = make_recurrent_fn(apply_fn, config.value_discount)
     gumbel = config.search == "gumbel"
+    qtransform = gumbel_qtransform(config)
 
     def search(params, key, root, invalid, extra_data, target, loop_fn):
         if gumbel:
             root_select = functools.partial(_gumbel_root_selection, target=target,
-                                            max_considered=config.gumbel_considered_actions)
-            interior_select = mctx.gumbel_muzero_interior_action_selection
+                                            max_considered=config.gumbel_considered_actions, qtransform=qtransform)
+            interior_select = functools.partial(mctx.gumbel_muzero_interior_action_selection, qtransform=qtransform)
         else:
             interior_select = functools.partial(mctx.muzero_action_selection, pb_c_init=config.mcts_cpuct)
             root_select = functools.partial(interior_select, depth=0)
@@ -200,7 +202,7 @@ def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multip
         legal = slots >= 0
         visits = tree.children_visits[0]
         if gumbel:
-            completed = mctx.qtransform_completed_by_mix_value(tree, 0)
+            completed = qtransform(tree, 0)
             weights = jax.nn.softmax(jnp.where(legal, tree.children_prior_logits[0] + completed, -jnp.inf))
         else:
             weights = visits / jnp.maximum(visits.sum(), 1)

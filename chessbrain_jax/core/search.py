@@ -11,6 +11,7 @@ and have the minimum prior logit below it.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -134,6 +135,12 @@ def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.Recurren
     return recurrent_fn
 
 
+def gumbel_qtransform(config: Config):
+    """mctx's completed-Q transform with `config.gumbel_value_scale` as c_scale, for Gumbel's root and interior
+    selection and its improved policy (`action_weights`)."""
+    return functools.partial(mctx.qtransform_completed_by_mix_value, value_scale=config.gumbel_value_scale)
+
+
 def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = None):
     """Returns `search(params, key, states) -> SearchOutput` for `[B]` non-terminal pgx states, with `simulations`
     (default `config.mcts_simulations`) simulations per search.
@@ -160,6 +167,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = 
                 num_simulations=simulations,
                 invalid_actions=~legal,
                 max_num_considered_actions=config.gumbel_considered_actions,
+                qtransform=gumbel_qtransform(config),
             )
         else:
             noise_key, search_key = jax.random.split(key)

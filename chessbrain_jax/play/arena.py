@@ -145,14 +145,28 @@ def _int(options: dict[str, str], name: str, spec: str, minimum: int = 0) -> int
     return value
 
 
+def _float(options: dict[str, str], name: str, spec: str) -> float | None:
+    if name not in options:
+        return None
+    try:
+        value = float(options.pop(name))
+    except ValueError:
+        raise ArenaError(f"player {spec!r}: {name} must be a number") from None
+    if not value >= 0:
+        raise ArenaError(f"player {spec!r}: {name} must be >= 0, got {value}")
+    return value
+
+
 def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: int | None = None,
                  search: str | None = None):
     """A player from a spec string (see the module docstring); `simulations`/`search` are defaults for networks.
 
     Network options: `sims=N` (0 = raw policy), `raw`, `search=gumbel|puct`, `considered=K` (Gumbel's root moves
-    in sequential halving; default: the network's training setting), `trees=T` (T independent trees of N each,
-    their search policies summed: the UCI engine's old search); `untrained` also takes `channels=`,
-    `blocks=`, `seed=`. `greedy` and `minimax` (`opponents`) take `seed=`, minimax also `depth=` (default 2).
+    in sequential halving; default: the network's training setting), `cscale=C` (Gumbel's c_scale, how far a
+    searched value overrules the prior: `--gumbel-value-scale`; default: the training setting), `trees=T` (T
+    independent trees of N each, their search policies summed: the UCI engine's old search); `untrained` also
+    takes `channels=`, `blocks=`, `seed=`. `greedy` and `minimax` (`opponents`) take `seed=`, minimax also
+    `depth=` (default 2).
     Stockfish options: `skill=` (default 0), `nodes=` (default 1000 unless depth/movetime), `depth=`, `movetime=`
     (ms), `elo=` (its `UCI_LimitStrength` floor is 1350 in Stockfish 15), `threads=`, `path=`.
     """
@@ -182,6 +196,7 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
         sims = _int(options, "sims", spec) if "sims" in options else sims
         algorithm = options.pop("search", search)
         search_options = {"search": algorithm, "considered": _int(options, "considered", spec, 2),
+                          "value_scale": _float(options, "cscale", spec),
                           "trees": _int(options, "trees", spec, 1) or 1}
         try:
             if kind == "untrained":

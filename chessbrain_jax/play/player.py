@@ -60,8 +60,8 @@ class RandomPlayer:
 class NetworkPlayer:
     """A network with search (`simulations > 0`) or its raw policy (`simulations == 0`: the most likely legal move).
 
-    Search uses the network's own training settings (algorithm, c_puct, Gumbel's considered actions) unless
-    overridden (`search`, `considered`), with
+    Search uses the network's own training settings (algorithm, c_puct, Gumbel's considered actions and c_scale)
+    unless overridden (`search`, `considered`, `value_scale`), with
     no Dirichlet noise and no random exploration: both play `SearchOutput.best_action`, the most visited move (Gumbel:
     among the most visited, the one its improved policy rates highest, without the Gumbel noise of self-play's
     choice). Gumbel's root sampling still varies the tree, so games between Gumbel players vary.
@@ -72,7 +72,8 @@ class NetworkPlayer:
     """
 
     def __init__(self, apply_fn: ApplyFn, params: Any, config: Config, simulations: int | None = None,
-                 search: str | None = None, name: str = "network", considered: int | None = None, trees: int = 1):
+                 search: str | None = None, name: str = "network", considered: int | None = None, trees: int = 1,
+                 value_scale: float | None = None):
         simulations = config.mcts_simulations if simulations is None else simulations
         if simulations < 0:
             raise ConfigError(f"simulations must be >= 0, got {simulations}")
@@ -89,9 +90,13 @@ class NetworkPlayer:
             if considered < 2:
                 raise ConfigError(f"considered actions must be >= 2, got {considered}")
             overrides["gumbel_considered_actions"] = considered
+        if value_scale is not None:
+            if not value_scale >= 0:
+                raise ConfigError(f"value scale must be >= 0, got {value_scale}")
+            overrides["gumbel_value_scale"] = value_scale
         self.config = dataclasses.replace(config, **overrides)
         self.apply_fn, self.params, self.simulations, self.name = apply_fn, params, simulations, name
-        self.considered, self.trees = considered, trees if simulations else 1
+        self.considered, self.trees, self.value_scale = considered, trees if simulations else 1, value_scale
         self._search = make_search_fn(self.config, apply_fn)
         self._actions = jax.jit(self._choose)
         self._analyse = jax.jit(self._analyse_one) if simulations else None
@@ -100,7 +105,9 @@ class NetworkPlayer:
     def description(self) -> str:
         if not self.simulations:
             return f"{self.name} (raw policy)"
-        considered = f", {self.considered} considered" if self.considered and self.config.search == "gumbel" else ""
+        gumbel = self.config.search == "gumbel"
+        considered = f", {self.considered} considered" if self.considered and gumbel else ""
+        considered += f", c_scale {self.value_scale:g}" if self.value_scale is not None and gumbel else ""
         trees = f" x {self.trees} trees" if self.trees > 1 else ""
         return f"{self.name} ({self.config.search}, {self.simulations} simulations{trees}{considered})"
 
@@ -164,7 +171,7 @@ class NetworkPlayer:
 
 def untrained_player(config: Config, simulations: int | None = None, seed: int = 0, **options) -> NetworkPlayer:
     """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat.
-    `options`: `NetworkPlayer`'s search, considered, trees."""
+    `options`: `NetworkPlayer`'s search, considered, trees, value_scale."""
     from chessbrain_jax.core import model
 
     network = model.make_network(config, "float32")
@@ -175,8 +182,8 @@ def untrained_player(config: Config, simulations: int | None = None, seed: int =
 def load_player(path: str, checkpoint_dir: str | None = None, simulations: int | None = None,
                 **options) -> NetworkPlayer:
     """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
-    is given; `options` are `NetworkPlayer`'s search, considered, trees. Raises `checkpoint.CheckpointError` (one
-    line) for anything that is not a loadable checkpoint."""
+    is given; `options` are `NetworkPlayer`'s search, considered, trees, value_scale. Raises
+    `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
     from chessbrain_jax.core import model
     from chessbrain_jax.storage import checkpoint
 
