@@ -133,27 +133,16 @@ def _options(text: str) -> tuple[str, dict[str, str]]:
     return kind.strip(), options
 
 
-def _int(options: dict[str, str], name: str, spec: str, minimum: int = 0) -> int | None:
+def _number(options: dict[str, str], name: str, spec: str, minimum: int = 0, kind: type = int):
+    """Pops option `name` as a `kind` (int or float) >= `minimum`; None when absent; one-line ArenaError if bad."""
     if name not in options:
         return None
     try:
-        value = int(options.pop(name))
+        value = kind(options.pop(name))
     except ValueError:
-        raise ArenaError(f"player {spec!r}: {name} must be an integer") from None
-    if value < minimum:
+        raise ArenaError(f"player {spec!r}: {name} must be {'an integer' if kind is int else 'a number'}") from None
+    if not value >= minimum:
         raise ArenaError(f"player {spec!r}: {name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(options: dict[str, str], name: str, spec: str) -> float | None:
-    if name not in options:
-        return None
-    try:
-        value = float(options.pop(name))
-    except ValueError:
-        raise ArenaError(f"player {spec!r}: {name} must be a number") from None
-    if not value >= 0:
-        raise ArenaError(f"player {spec!r}: {name} must be >= 0, got {value}")
     return value
 
 
@@ -179,30 +168,30 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
     if kind == "random":
         made: Any = players.RandomPlayer()
     elif kind == "greedy":
-        made = opponents.GreedyPlayer(seed=_int(options, "seed", spec) or 0)
+        made = opponents.GreedyPlayer(seed=_number(options, "seed", spec) or 0)
     elif kind == "minimax":
-        depth = _int(options, "depth", spec, 1)
-        made = opponents.MinimaxPlayer(depth=2 if depth is None else depth, seed=_int(options, "seed", spec) or 0)
+        depth = _number(options, "depth", spec, 1)
+        made = opponents.MinimaxPlayer(depth=2 if depth is None else depth, seed=_number(options, "seed", spec) or 0)
     elif kind == "stockfish":
         made = StockfishPlayer(path=options.pop("path", "stockfish"),
-                               skill=_int(options, "skill", spec) if "skill" in options else 0,
-                               nodes=_int(options, "nodes", spec, 1), depth=_int(options, "depth", spec, 1),
-                               movetime_ms=_int(options, "movetime", spec, 1), elo=_int(options, "elo", spec, 1),
-                               threads=_int(options, "threads", spec, 1) or 1)
+                               skill=_number(options, "skill", spec) if "skill" in options else 0,
+                               nodes=_number(options, "nodes", spec, 1), depth=_number(options, "depth", spec, 1),
+                               movetime_ms=_number(options, "movetime", spec, 1), elo=_number(options, "elo", spec, 1),
+                               threads=_number(options, "threads", spec, 1) or 1)
     else:
         sims = simulations
         if options.pop("raw", None) is not None:
             sims = 0
-        sims = _int(options, "sims", spec) if "sims" in options else sims
+        sims = _number(options, "sims", spec) if "sims" in options else sims
         algorithm = options.pop("search", search)
-        search_options = {"search": algorithm, "considered": _int(options, "considered", spec, 2),
-                          "value_scale": _float(options, "cscale", spec),
-                          "trees": _int(options, "trees", spec, 1) or 1}
+        search_options = {"search": algorithm, "considered": _number(options, "considered", spec, 2),
+                          "value_scale": _number(options, "cscale", spec, kind=float),
+                          "trees": _number(options, "trees", spec, 1) or 1}
         try:
             if kind == "untrained":
                 argv = []
                 for name in ("channels", "blocks", "seed"):
-                    value = _int(options, name, spec, 1 if name != "seed" else 0)
+                    value = _number(options, name, spec, 1 if name != "seed" else 0)
                     if value is not None:
                         argv += [f"--{name}", str(value)]
                 made = players.untrained_player(load_config(argv, environ={})[0], sims, **search_options)

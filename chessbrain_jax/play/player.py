@@ -106,10 +106,10 @@ class NetworkPlayer:
         if not self.simulations:
             return f"{self.name} (raw policy)"
         gumbel = self.config.search == "gumbel"
-        considered = f", {self.considered} considered" if self.considered and gumbel else ""
-        considered += f", c_scale {self.value_scale:g}" if self.value_scale is not None and gumbel else ""
+        root = f", {self.considered} considered" if self.considered and gumbel else ""
+        root += f", c_scale {self.value_scale:g}" if self.value_scale is not None and gumbel else ""
         trees = f" x {self.trees} trees" if self.trees > 1 else ""
-        return f"{self.name} ({self.config.search}, {self.simulations} simulations{trees}{considered})"
+        return f"{self.name} ({self.config.search}, {self.simulations} simulations{trees}{root})"
 
     def _choose(self, params, key: jax.Array, states: chess_env.State) -> jax.Array:
         if not self.simulations:
