@@ -121,6 +121,14 @@ class Config:
                                        "value can overrule the prior (0.1, mctx's default: by about 5 logits, so a "
                                        "mate in one with a prior of 0.001 loses to the favourite).", group=PLAY,
                                        minimum=0.0)
+    selfplay_starts: str = _field("", "A file of start positions, one FEN per line (# comments): the games of "
+                                  "--selfplay-start-share of the self-play slots start from one drawn at random, "
+                                  "e.g. won endgames to practise converting a lead (scripts/endgame_starts.py "
+                                  "writes such a file).", group=PLAY)
+    selfplay_start_share: float = _field(0.0, "Share of the self-play slots whose games (after their first) start "
+                                         "from --selfplay-starts; the slots --selfplay-pgn-games records never do. "
+                                         "0 = every game from the initial position.", group=PLAY, minimum=0.0,
+                                         maximum=1.0)
     playout_cap_fraction: float = _field(1.0, "Playout-cap randomisation (KataGo): the share of self-play plies "
                                          "searched with the full --mcts-simulations, drawn per ply for the whole "
                                          "batch; the other plies use --playout-cap-simulations, play faster and "
@@ -439,6 +447,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
     if config.value_material_weight + config.value_root_weight > 1.0:
         raise ConfigError(f"--value-material-weight ({config.value_material_weight}) and --value-root-weight "
                           f"({config.value_root_weight}) must add up to at most 1")
+    if config.selfplay_start_share > 0 and not config.selfplay_starts:
+        raise ConfigError(f"--selfplay-start-share ({config.selfplay_start_share}) needs --selfplay-starts FILE")
     if config.search == "gumbel" and config.gumbel_considered_actions < 2:
         raise ConfigError("--gumbel-considered-actions must be >= 2 with --search gumbel")
     return config, extras

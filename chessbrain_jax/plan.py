@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from chessbrain_jax.config import Config, ConfigError, OneLineParser, load_config
 from chessbrain_jax.run import budget
 from chessbrain_jax.run.budget import GB
+from chessbrain_jax.run.sources import start_pool
 
 PROG = "python -m chessbrain_jax.plan"
 
@@ -46,7 +47,7 @@ def program_memory(config: Config, dtype: str, trees: dict[str, Any], measure: b
     from chessbrain_jax.core import learner, model, replay, selfplay
 
     apply_fn = model.make_apply(model.make_network(config, dtype))
-    play = selfplay.make_play_episode(config, apply_fn)
+    play = selfplay.make_play_episode(config, apply_fn, start_pool(config))
     params, games, buffer, rng = trees["params"], trees["games"], trees["buffer"], trees["rng"]
     _, trajectory, _ = jax.eval_shape(play, params, games, rng)
     micro_step = learner.make_micro_step(config, apply_fn, learner.make_optimizer(config))

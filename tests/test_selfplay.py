@@ -187,7 +187,8 @@ def test_start_positions_end_with_known_results(episode):
     # Slots 0-2: a result at ply 1, then a fresh game truncated after 6 plies; slot 3 truncated after 6 plies.
     assert {name: int(value) for name, value in stats.items()} == dict(
         games_finished=3, white_wins=1, black_wins=1, draws=1, truncated=4, adjudicated_wins=0,
-        drawn_ahead=1, ended_game_plies=1 + 1 + 1 + 4 * 6)  # the fifty-move draw with a rook up is drawn_ahead
+        drawn_ahead=1, ended_game_plies=1 + 1 + 1 + 4 * 6,  # the fifty-move draw with a rook up is drawn_ahead
+        pool_finished=0, pool_decisive=0)
     np.testing.assert_array_equal(np.asarray(final.generation), [2, 2, 2, 1])
     # Positions of the fresh games start from the initial position.
     assert trajectory.position.white_to_move[1, :3].all()

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from chessbrain_jax.config import Config
-from chessbrain_jax.core import chess_env, encoding, targets
+from chessbrain_jax.core import chess_env, encoding, starts, targets
 from chessbrain_jax.core.search import make_search_fn
 from chessbrain_jax.core.types import ApplyFn, Position, Trajectory
 
@@ -40,7 +40,7 @@ class SelfPlayState(NamedTuple):
 
 
 EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "adjudicated_wins",
-                 "drawn_ahead", "ended_game_plies")
+                 "drawn_ahead", "ended_game_plies", "pool_finished", "pool_decisive")
 
 
 def result_history_length(config: Config) -> int:
@@ -105,10 +105,11 @@ def make_capped_search(config: Config, apply_fn: ApplyFn):
     return search
 
 
-def ply_stats(ended: targets.PlyOutcome, balance: jax.Array) -> dict[str, jax.Array]:
-    """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games and `i32[B]` their material
-    balance after it (pawns)."""
+def ply_stats(ended: targets.PlyOutcome, balance: jax.Array, from_pool: jax.Array) -> dict[str, jax.Array]:
+    """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games, `i32[B]` their material
+    balance after it (pawns) and `bool[B]` which games started from the `--selfplay-starts` pool."""
     finished = ended.done & ~ended.truncated
+    pool_finished = finished & from_pool
     return dict(
         games_finished=finished.sum(),
         white_wins=(finished & (ended.white_result > 0)).sum(),
@@ -118,10 +119,12 @@ def ply_stats(ended: targets.PlyOutcome, balance: jax.Array) -> dict[str, jax.Ar
         adjudicated_wins=(ended.truncated & (ended.cut_result != 0) & jnp.isfinite(ended.cut_result)).sum(),
         drawn_ahead=targets.drawn_ahead(ended.white_result, finished, balance).sum(),
         ended_game_plies=jnp.where(ended.done, ended.ply, 0).sum(),
+        pool_finished=pool_finished.sum(),
+        pool_decisive=(pool_finished & (ended.white_result != 0)).sum(),
     )
 
 
-def make_play_episode(config: Config, apply_fn: ApplyFn):
+def make_play_episode(config: Config, apply_fn: ApplyFn, pool: starts.StartPool | None = None):
     """Returns the pure `play_episode(params, selfplay_state, key, first_slot=0) -> (selfplay_state, Trajectory,
     stats)` for `config.selfplay_batch` games; `first_slot` numbers them in the trajectory (a device's share of the
     games under data parallelism starts at its offset).
@@ -130,13 +133,21 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
     ended with a result (white_wins + black_wins + draws), truncated those cut at `max_plies` (their value target is
     NaN, or with `adjudicate_material` the material verdict: adjudicated_wins counts the decisive ones),
     drawn_ahead the draws with one side `targets.DRAWN_AHEAD_PAWNS` or more ahead (won positions not converted),
-    ended_game_plies the plies of both. Jit it.
+    ended_game_plies the plies of both, pool_finished and pool_decisive the finished games that started from the
+    `--selfplay-starts` pool and those of them won by either side. Jit it.
+
+    With `--selfplay-start-share` the `pool` (`notation.read_start_pool`) is needed: the pool slots' games after
+    their first start from a position drawn from it once per episode and slot (an extra key split: without a pool
+    the random numbers are unchanged).
     """
+    if config.selfplay_start_share > 0 and pool is None:
+        raise ValueError("--selfplay-start-share needs the start pool (notation.read_start_pool)")
+    pool = pool if config.selfplay_start_share > 0 else None
     search = make_capped_search(config, apply_fn)
     batch = config.selfplay_batch
     slots = jnp.arange(batch)
 
-    def play_move(params, fresh: chess_env.State, first_slot, carry: SelfPlayState, key: jax.Array):
+    def play_move(params, fresh: chess_env.State, in_pool, first_slot, carry: SelfPlayState, key: jax.Array):
         env, generation, results, result_plies = carry
         key_search, key_explore, key_random = jax.random.split(key, 3)
         with jax.named_scope("search"):
@@ -161,8 +172,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         with jax.named_scope("env_step"):
             next_env = chess_env.step(env, action)
         ended = targets.ply_outcome(config, env, next_env)
+        stats = ply_stats(ended, chess_env.material_balance(next_env), in_pool & (generation > 0))
         results, result_plies, generation = targets.record(results, result_plies, generation, ended)
-        stats = ply_stats(ended, chess_env.material_balance(next_env))
         done = ended.done
         next_env = jax.tree.map(
             lambda new, reset: jnp.where(done.reshape(-1, *([1] * (new.ndim - 1))), reset, new), next_env, fresh)
@@ -170,11 +181,16 @@ def make_play_episode(config: Config, apply_fn: ApplyFn):
         return SelfPlayState(next_env, generation, results, result_plies), (record, stats)
 
     def play_episode(params, state: SelfPlayState, key: jax.Array, first_slot: int | jax.Array = 0):
-        keys = jax.random.split(key, config.plies_per_episode)
+        in_pool = jnp.zeros(batch, bool)
         fresh = chess_env.initial_states(batch)  # built inside the trace: a broadcast, not a [B]-sized constant
+        if pool is not None:
+            key, key_starts = jax.random.split(key)
+            in_pool = starts.pool_slots(config, first_slot + slots)
+            fresh = starts.fresh_states(pool, key_starts, in_pool)
+        keys = jax.random.split(key, config.plies_per_episode)
         with jax.named_scope("selfplay"):
             state, (trajectory, stats) = jax.lax.scan(
-                lambda carry, k: play_move(params, fresh, first_slot, carry, k), state, keys)
+                lambda carry, k: play_move(params, fresh, in_pool, first_slot, carry, k), state, keys)
         return state, trajectory, {name: value.sum().astype(jnp.int32) for name, value in stats.items()}
 
     return play_episode

@@ -216,36 +216,13 @@ def describe(player) -> str:
 
 # ------------------------------------------------------------------------------------------------------ openings
 def read_openings(path: str) -> list[chess.Board]:
-    """Opening positions from a file of FEN or EPD lines (blank lines and `#` comments skipped)."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            lines = stream.read().splitlines()
-    except OSError as error:
-        raise ArenaError(f"cannot read openings file {path}: {error.strerror}") from None
-    boards = []
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        board = chess.Board(None)
-        try:
-            if len(line.split()) >= 6 and line.split()[4].isdigit():
-                board.set_fen(line)
-            else:
-                board.set_epd(line)
-        except ValueError as error:
-            raise ArenaError(f"{path}:{number}: not a FEN or EPD position ({error})") from None
-        from chessbrain_jax.play.notation import position_problems
+    """Opening positions from a file of FEN or EPD lines (`notation.read_positions`)."""
+    from chessbrain_jax.play.notation import read_positions
 
-        problems = position_problems(board)
-        if problems:
-            raise ArenaError(f"{path}:{number}: not a legal position ({problems})")
-        if board.is_game_over(claim_draw=True):
-            raise ArenaError(f"{path}:{number}: the game is already over in this position")
-        boards.append(board)
-    if not boards:
-        raise ArenaError(f"openings file {path} has no positions")
-    return boards
+    try:
+        return read_positions(path, "openings file")
+    except ValueError as error:
+        raise ArenaError(str(error)) from None
 
 
 # --------------------------------------------------------------------------------------------------------- games

@@ -11,6 +11,8 @@ reaching the last rank by a queen-like plane promotes to a queen.
 
 from __future__ import annotations
 
+import functools
+
 import chess
 import jax
 import jax.numpy as jnp
@@ -18,7 +20,8 @@ import numpy as np
 from pgx._src.games.chess import FROM_PLANE, TO_PLANE
 from pgx.experimental.chess import to_fen as _pgx_to_fen
 
-from chessbrain_jax.core import chess_env
+from chessbrain_jax.config import ConfigError
+from chessbrain_jax.core import chess_env, starts
 from chessbrain_jax.core.types import MOVE_PLANES
 
 _FROM_PLANE = np.asarray(FROM_PLANE)  # [64 from, 73 planes] -> pgx to-square (-1 off board)
@@ -117,6 +120,56 @@ def from_fen(fen: str) -> chess_env.State:
     problems = position_problems(board)
     if problems:
         raise ValueError(f"FEN {fen!r} is not a legal position: {problems}")
+    return chess_env.state_from_arrays(*board_arrays(board))
+
+
+def read_positions(path: str, what: str = "positions file") -> list[chess.Board]:
+    """The positions of a file of FEN or EPD lines (blank lines and `#` comments skipped). ValueError naming the
+    file and line of the first one that does not parse, is illegal or is already over (`what` names the file's
+    role in the other messages)."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {what} {path}: {getattr(error, 'strerror', None) or error}") from None
+    boards = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        board = chess.Board(None)
+        try:
+            if len(line.split()) >= 6 and line.split()[4].isdigit():
+                board.set_fen(line)
+            else:
+                board.set_epd(line)
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: not a FEN or EPD position ({error})") from None
+        problems = position_problems(board)
+        if problems:
+            raise ValueError(f"{path}:{number}: not a legal position ({problems})")
+        if board.is_game_over(claim_draw=True):
+            raise ValueError(f"{path}:{number}: the game is already over in this position")
+        boards.append(board)
+    if not boards:
+        raise ValueError(f"{what} {path} has no positions")
+    return boards
+
+
+@functools.lru_cache(maxsize=4)
+def read_start_pool(path: str) -> starts.StartPool:
+    """The `--selfplay-starts` pool in the FEN/EPD file `path`, read once per process (every device's self-play and
+    the producers share it); ConfigError naming the line of a bad position."""
+    try:
+        boards = read_positions(path, "file")
+    except ValueError as error:
+        raise ConfigError(f"--selfplay-starts: {error}") from None
+    return starts.stack([board_arrays(board) for board in boards])
+
+
+def board_arrays(board: chess.Board) -> tuple[np.ndarray, ...]:
+    """The arguments of `chess_env.state_from_arrays` for a legal python-chess position: board `i32[64]` from the
+    mover's side, colour, `bool[2, 2]` castling rights, en passant square, halfmove and fullmove counters."""
     white = board.turn == chess.WHITE
     pieces = np.zeros((8, 8), np.int32)  # [rank from 8 down to 1, file], white positive
     for square, piece in board.piece_map().items():
@@ -131,8 +184,8 @@ def from_fen(fen: str) -> chess_env.State:
         en_passant = file * 8 + (rank if white else 7 - rank)
     if not white:
         pieces, castling = -pieces[::-1], castling[::-1]
-    return chess_env.state_from_arrays(np.rot90(pieces, k=3).reshape(-1).copy(), np.int32(0 if white else 1), castling.copy(),
-                        np.int32(en_passant), np.int32(board.halfmove_clock), np.int32(board.fullmove_number))
+    return (np.rot90(pieces, k=3).reshape(-1).copy(), np.int32(0 if white else 1), castling.copy(),
+            np.int32(en_passant), np.int32(board.halfmove_clock), np.int32(board.fullmove_number))
 
 
 def board_to_state(board: chess.Board) -> chess_env.State:

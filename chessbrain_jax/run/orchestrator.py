@@ -54,8 +54,11 @@ class Job:
 def start_job(config: Config, resume: bool, overwrite: bool, explicit: set[str]) -> Job:
     """Devices, folders (process 0 creates them), the checkpoint manager, and on resume the job's own settings."""
     devices = select_device(config.device, config)  # before anything starts JAX's backends (pgx, Orbax do)
+    from chessbrain_jax.run.sources import start_pool
     from chessbrain_jax.scale import distributed
     from chessbrain_jax.storage import checkpoint
+
+    start_pool(config)  # a bad --selfplay-starts file stops the run before it makes folders
 
     problems = budget.start_up_problems(config, devices)
     if problems:

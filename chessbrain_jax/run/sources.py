@@ -35,6 +35,15 @@ class SynchronousSelfPlay:
         pass
 
 
+def start_pool(config):
+    """The `--selfplay-starts` pool (`core.starts.StartPool`) when a share of the games uses it, else None."""
+    if config.selfplay_start_share <= 0:
+        return None
+    from chessbrain_jax.play import notation
+
+    return notation.read_start_pool(config.selfplay_starts)
+
+
 def compile_source(job, apply_fn, start, split):
     """The episode source for `job`, compiled for `start`'s shapes: producers when `producer_workers` > 0 (they
     compile on their own devices), else the synchronous self-play chunk and replay `add`. Returns (source, key)."""
@@ -50,8 +59,9 @@ def compile_source(job, apply_fn, start, split):
         key, producer_key = split(key)[:2]
         return producers.ProducerPool(job.config, apply_fn, job.producer_devices, start.games,
                                       start.train_state.params, step_of(start.train_state), producer_key,
-                                      jax.jit(replay.add, donate_argnums=0), parallel.replicate), key
-    play_episode = parallel.play_episode(apply_fn)
+                                      jax.jit(replay.add, donate_argnums=0), parallel.replicate,
+                                      start_pool(job.config)), key
+    play_episode = parallel.play_episode(apply_fn, start_pool(job.config))
     params = start.train_state.params
     play = jax.jit(play_episode, donate_argnums=1).lower(params, start.games, key).compile()
     _, trajectory_shape, _ = jax.eval_shape(play_episode, params, start.games, key)

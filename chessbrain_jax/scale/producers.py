@@ -84,7 +84,8 @@ class ProducerPool:
     mode = "producer/consumer"
 
     def __init__(self, config: Config, apply_fn, devices: Sequence[Any], games: selfplay.SelfPlayState, params,
-                 step: int, key: jax.Array, add, place):
+                 step: int, key: jax.Array, add, place, pool=None):
+        """`pool`: the `--selfplay-starts` positions (`core.starts.StartPool`), or None."""
         self.config, self.devices = config, list(devices)
         self.workers = len(self.devices)
         self.width = config.selfplay_batch // self.workers
@@ -99,7 +100,7 @@ class ProducerPool:
         self.drained = self.produced = 0
         local = dataclasses.replace(config, selfplay_batch=self.width,
                                     replay_capacity=replay.replay_rows(config) * self.width)
-        play = selfplay.make_play_episode(local, apply_fn)
+        play = selfplay.make_play_episode(local, apply_fn, pool)
         self._play = jax.jit(play)  # compiled once per device: it follows its committed arguments
         keys = jax.random.split(key, self.workers)
         self._threads = [threading.Thread(target=self._produce, args=(k, keys[k]), name=f"producer-{k}",

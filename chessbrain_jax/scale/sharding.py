@@ -93,9 +93,10 @@ class DataParallel:
         return jax.device_put(tree, self.sharding(REPLICATED))
 
     # --- the hot path
-    def play_episode(self, apply_fn: ApplyFn):
-        """`play(params, games, key) -> (games, trajectory, stats)`, each device playing its share of the games."""
-        play = selfplay.make_play_episode(self.local, apply_fn)
+    def play_episode(self, apply_fn: ApplyFn, pool=None):
+        """`play(params, games, key) -> (games, trajectory, stats)`, each device playing its share of the games
+        (`pool`: the `--selfplay-starts` positions, `core.starts.StartPool`)."""
+        play = selfplay.make_play_episode(self.local, apply_fn, pool)
         width = self.local.selfplay_batch
 
         def local_episode(params, games, key):
