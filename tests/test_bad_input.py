@@ -42,6 +42,8 @@ CASES = [
     ([], {"CHESSBRAIN_BATCH": "4"}, None, "environment variable CHESSBRAIN_BATCH is not a setting"),
     ([], {"CHESSBRAIN_QUIET": "perhaps"}, None, "must be a boolean"),
     (["--batch-size", "16", "--replay-capacity", "8"], {}, None, "must not exceed --replay-capacity"),
+    (["--selfplay-start-share", "0.5"], {}, None, "--selfplay-start-share (0.5) needs --selfplay-starts FILE"),
+    (["--selfplay-start-share", "2"], {}, None, "--selfplay-start-share must be <= 1.0"),
 ]
 
 
@@ -69,6 +71,8 @@ def test_usage_errors(tmp_path, flags, environment, yaml_text, fragment):
     (["--device", "gpu"], "--device gpu: no GPU is available to JAX"),
     (["--eval-interval", "1", "--eval-opponent", "nobody"], "is not a checkpoint folder"),
     (["--eval-interval", "1", "--eval-opponent", "stockfish,nodes=0"], "nodes must be >= 1"),
+    (["--selfplay-starts", "nowhere.fen", "--selfplay-start-share", "0.5"],
+     "--selfplay-starts: cannot read file nowhere.fen: No such file or directory"),
 ])
 def test_environment_errors_after_start(tmp_path, flags, fragment):
     result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *FAST, "--quiet", *flags],
@@ -78,6 +82,19 @@ def test_environment_errors_after_start(tmp_path, flags, fragment):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("chessbrain_jax.train: error: ") and fragment in last
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_start_pool_stops_the_run_before_it_makes_folders(tmp_path):
+    (tmp_path / "pool.fen").write_text("8/8/8/4k3/8/8/8/R3K3 w - - 0 1\n8/8/8/8/8/8/8/8 w - - 0 1\n")
+    result = subprocess.run([sys.executable, "-m", "chessbrain_jax.train", *FAST, "--quiet", "--selfplay-starts",
+                             "pool.fen", "--selfplay-start-share", "0.5"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "", "CHESSBRAIN_COMPILE_CACHE": "off"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "chessbrain_jax.train: error: --selfplay-starts: pool.fen:2: not a legal position (no white king, no black "
+        "king, empty)"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pool.fen"]
 
 
 # The other commands: (module, arguments, file to write first as (name, text) or None, fragment of the error line)
