@@ -134,3 +134,21 @@ def test_endgame_script_writes_legal_won_reproducible_positions(tmp_path):
 def test_share_without_a_file_is_a_config_error():
     with pytest.raises(ConfigError, match="needs --selfplay-starts FILE"):
         make_config(selfplay_start_share=0.5)
+
+
+def test_conversion_script_counts_each_players_results_as_the_stronger_side(tmp_path):
+    spec = importlib.util.spec_from_file_location("conversion", "scripts/conversion.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    games = [("8/8/8/4k3/8/8/8/4K2Q w - - 0 1", "net", "greedy", "1-0", "checkmate"),
+             ("8/8/8/4k3/8/8/8/4K2Q w - - 0 1", "greedy", "net", "1/2-1/2", "insufficient material"),
+             ("4k2q/8/8/8/8/8/8/4K3 w - - 0 1", "net", "greedy", "1/2-1/2", "fifty-move rule"),
+             (chess.STARTING_FEN, "net", "greedy", "0-1", "checkmate")]  # level: not counted
+    text = "".join(f'[White "{white}"]\n[Black "{black}"]\n[Result "{result}"]\n[FEN "{fen}"]\n[SetUp "1"]\n'
+                   f'[TerminationDetail "{detail}"]\n\n{result}\n\n' for fen, white, black, result, detail in games)
+    (tmp_path / "games.pgn").write_text(text)
+    assert script.main([str(tmp_path), "--json", str(tmp_path / "table.json")]) == 0
+    assert script.conversion(str(tmp_path / "games.pgn")) == {
+        "net": {"games": 1, "won": 1, "drawn": 0, "lost": 0, "draws_by": {}},
+        "greedy": {"games": 2, "won": 0, "drawn": 2, "lost": 0,
+                   "draws_by": {"insufficient material": 1, "fifty-move rule": 1}}}
