@@ -169,6 +169,17 @@ class Config:
                                       "w x root value (as Leela Chess Zero and KataGo do). Positions without a "
                                       "result (games still running) train towards the mixed-in terms alone. 0 = "
                                       "results only.", group=PLAY, minimum=0.0, maximum=1.0)
+    moves_left_effect: float = _field(0.05, "With a moves-left head (--moves-left-weight): the most a leaf's value "
+                                      "moves for its predicted plies left, v - sign(v) x a x min(effect, slope x "
+                                      "plies), a = how far |v| lies past --moves-left-threshold (0 there, 1 at "
+                                      "|v| = 1): a winning side prefers the lines that end sooner, a losing one "
+                                      "those that last. 0 = the search ignores the head.", group=PLAY, minimum=0.0,
+                                      maximum=1.0)
+    moves_left_slope: float = _field(0.002, "Moves-left utility per predicted ply left (--moves-left-effect caps "
+                                     "it).", group=PLAY, minimum=0.0)
+    moves_left_threshold: float = _field(0.3, "|value| from which the moves-left utility acts (Leela Chess Zero: "
+                                         "0.8 of its Q; values blended with material stay lower here).",
+                                         group=PLAY, minimum=0.0, maximum=0.99)
     temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
                                     "then play the most visited move.", group=PLAY, minimum=0)
 
@@ -183,6 +194,11 @@ class Config:
                              "probabilities trained by cross-entropy (Leela Chess Zero), a target v read as "
                              "(max(v, 0), 1 - |v|, max(-v, 0)); the search uses W - L.", group=NET,
                              choices=("scalar", "wdl"))
+    moves_left_weight: float = _field(0.0, "Moves-left head (Leela Chess Zero's MLH): a head that predicts the plies "
+                                      "left until the game ends, trained on the finished games with this loss "
+                                      "weight (Huber, in units of 20 plies); the search then prefers shorter wins "
+                                      "and longer losses (--moves-left-effect). 0 = no head.", group=NET,
+                                      minimum=0.0)
 
     # --- Learner and replay.
     learning_rate: float = _field(1e-3, "Peak learning rate.", group=LEARN, minimum=0.0)

@@ -196,6 +196,19 @@ def test_cscale_option_sets_gumbels_value_scale():
             arena.parse_player(f"untrained,cscale={bad}")
 
 
+def test_mleffect_option_sets_the_moves_left_effect():
+    from chessbrain_jax.config import load_config
+    from chessbrain_jax.play import player
+
+    assert arena.parse_player("untrained,channels=8,blocks=1,sims=8,mleffect=0.02").config.moves_left_effect == 0.02
+    config = load_config(["--channels", "8", "--blocks", "1", "--moves-left-weight", "0.1"], environ={})[0]
+    assert "moves-left effect 0.05" in player.untrained_player(config, 8).description
+    assert "moves-left effect 0" in player.untrained_player(config, 8, moves_left_effect=0.0).description
+    for bad, reason in (("x", "mleffect must be a number"), ("2", "moves-left effect must be in")):
+        with pytest.raises(arena.ArenaError, match=reason):
+            arena.parse_player(f"untrained,mleffect={bad}")
+
+
 def test_trees_option_sums_independent_trees_per_position():
     import jax
 

@@ -21,7 +21,8 @@ def _batch(size: int, seed: int = 0) -> Batch:
     policy = jnp.zeros((size, 4672)).at[jnp.arange(size)[:, None], legal_moves].set(
         jax.nn.softmax(3.0 * jax.random.normal(keys[2], (size, 20))))
     value = jax.random.choice(keys[3], jnp.float32([-1, 0, 1]), (size,))
-    return Batch(observation, policy, legal, value, jnp.arange(size) % 4 != 3)
+    moves_left = (jnp.arange(size) * 7 % 60).astype(jnp.float32)  # plies to the end, 0-59
+    return Batch(observation, policy, legal, value, jnp.arange(size) % 4 != 3, moves_left, jnp.arange(size) % 3 != 2)
 
 
 def _setup(config, dtype="float32"):
@@ -70,7 +71,7 @@ def test_positions_without_a_policy_target_train_the_value_only():
     for _ in range(5):  # a non-uniform network, so that which rows are averaged matters
         state, _ = train_step(state, _batch(8, seed=1))
     network = model.make_network(config)
-    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    apply_fn = model.make_apply(network)
     loss_fn = jax.jit(learner.loss_fn, static_argnums=(2, 3))
     batch = _batch(8)
     has_target = np.arange(8) % 2 == 0
@@ -89,7 +90,7 @@ def test_loss_terms():
     config = make_config(l2_weight=0.0)
     state, _ = _setup(config)
     network = model.make_network(config)
-    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    apply_fn = model.make_apply(network)
     batch = _batch(8)
     loss_fn = jax.jit(learner.loss_fn, static_argnums=(2, 3))
     _, metrics = loss_fn(state.params, batch, apply_fn, 0.0)
@@ -146,7 +147,7 @@ def test_accumulation_with_unequal_known_counts_averages_the_micro_batch_gradien
     assert int(small.step) == 1
 
     network = model.make_network(small_config)
-    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    apply_fn = model.make_apply(network)
     grad_fn = jax.jit(jax.grad(learner.loss_fn, has_aux=True), static_argnums=(2, 3))
     l2_weight = small_config.l2_weight
     grads = [grad_fn(params, b, apply_fn, l2_weight)[0] for b in micro]
@@ -208,7 +209,7 @@ def test_scan_and_host_training_loops_agree():
 
     config = make_config(selfplay_batch=4, plies_per_episode=3, batch_size=4, grad_accum_steps=2, replay_capacity=64)
     network = model.make_network(config)
-    apply_fn = lambda p, o: network.apply({"params": p}, o)  # noqa: E731
+    apply_fn = model.make_apply(network)
     optimizer = learner.make_optimizer(config)
     buffer = replay.add(replay.init_replay(config), _trajectory(0), _games(config))
     params = model.init_params(network, jax.random.PRNGKey(0))
@@ -235,13 +236,36 @@ def test_wdl_head_trains_by_cross_entropy_on_soft_targets():
     state, train_step = _setup(config)
     network = model.make_network(config)
     batch = _batch(16)
-    _, metrics = learner.loss_fn(state.params, batch, model.make_apply(network), 0.0, wdl=True)
+    _, metrics = learner.loss_fn(state.params, batch, model.make_apply(network), 0.0)
     np.testing.assert_allclose(float(metrics["value_loss"]), np.log(3.0), rtol=1e-5)
     known = np.asarray(batch.value_mask)
     np.testing.assert_allclose(float(metrics["value_mse"]), np.mean(np.asarray(batch.value)[known] ** 2), rtol=1e-5)
     for _ in range(30):
         state, metrics = train_step(state, batch)
     assert float(metrics["value_mse"]) < 0.5 * np.mean(np.asarray(batch.value)[known] ** 2)
-    logits, value, wdl_logits = model.make_apply(network)(state.params, batch.observation, wdl=True)
-    probabilities = jax.nn.softmax(wdl_logits, axis=-1)
+    logits, value, extras = model.make_apply(network)(state.params, batch.observation, heads=True)
+    probabilities = jax.nn.softmax(extras["wdl"], axis=-1)
     np.testing.assert_allclose(value, probabilities[:, 0] - probabilities[:, 2], atol=1e-6)
+
+
+def test_moves_left_head_trains_on_the_plies_to_the_end_of_finished_games():
+    """Untrained, the head predicts 20 x softplus(0) plies everywhere; its loss is the Huber loss in units of 20
+    plies over the positions with a result only, added with --moves-left-weight; a few steps fit the targets."""
+    config = make_config(moves_left_weight=1.0, l2_weight=0.0, learning_rate=3e-3, batch_size=16)
+    state, train_step = _setup(config)
+    apply_fn = model.make_apply(model.make_network(config))
+    batch = _batch(16)
+    _, _, extras = apply_fn(state.params, batch.observation, heads=True)
+    np.testing.assert_allclose(extras["moves_left"], 20 * np.log(2.0), rtol=1e-5)
+    known = np.asarray(batch.moves_left_mask)
+    error = (20 * np.log(2.0) - np.asarray(batch.moves_left)[known]) / 20
+    huber = np.where(np.abs(error) <= 1, 0.5 * error ** 2, np.abs(error) - 0.5)
+    loss, metrics = learner.loss_fn(state.params, batch, apply_fn, 0.0, moves_left_weight=0.5)
+    np.testing.assert_allclose(float(metrics["moves_left_loss"]), huber.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["moves_left_error"]), 20 * np.abs(error).mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(metrics["policy_loss"] + metrics["value_loss"])
+                               + 0.5 * huber.mean(), rtol=1e-5)
+    first = float(metrics["moves_left_error"])
+    for _ in range(40):
+        state, metrics = train_step(state, batch)
+    assert float(metrics["moves_left_error"]) < 0.6 * first

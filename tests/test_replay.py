@@ -204,3 +204,25 @@ def test_sample_mixes_material_ahead_into_the_value_target():
     lead = mover * material[np.minimum(t + 1, T - 1), slot]
     np.testing.assert_allclose(np.asarray(batch.value), 0.5 * result + 0.5 * np.tanh(lead / 3.0), atol=1e-6)
     assert bool(batch.value_mask.all())
+
+
+def test_sample_gives_the_plies_left_of_games_with_a_result():
+    """Slots 0 and 1 finished their game 0 at ply 10 (a win and a draw), slot 2's is running, slot 3's was cut
+    without a verdict: the moves-left target is 10 - ply where the result is known, masked elsewhere."""
+    config = make_config(selfplay_batch=B, replay_capacity=64, batch_size=4)
+    history = selfplay.result_history_length(config)
+    results = jnp.full((B, history), jnp.nan).at[:2, 0].set(jnp.float32([1, 0]))
+    games = _games(config, results, jnp.int32([1, 1, 0, 1]))._replace(
+        result_plies=jnp.zeros((B, history), jnp.int32).at[:, 0].set(10))
+    trajectory = _trajectory(0)
+    plies = jnp.broadcast_to(jnp.arange(T)[:, None] + 4, (T, B))  # the positions of plies 4, 5, 6
+    scalars = trajectory.position.observation.scalars.at[..., encoding.PLY_SCALAR].set(plies / 512)
+    trajectory = trajectory._replace(position=trajectory.position._replace(
+        observation=trajectory.position.observation._replace(scalars=scalars)))
+    buffer = replay.add(replay.init_replay(config), trajectory, games)
+    batch = replay.sample(buffer, jax.random.PRNGKey(0), 64, weights=targets.ValueMix(material_weight=0.5))
+    slot = np.asarray(batch.policy[:, 5]).astype(int) % B
+    ply = np.asarray(batch.policy[:, 5]).astype(int) // B + 4
+    np.testing.assert_array_equal(np.asarray(batch.moves_left_mask), slot < 2)
+    np.testing.assert_array_equal(np.asarray(batch.moves_left)[slot < 2], (10 - ply)[slot < 2])
+    assert bool(batch.value_mask.all())  # the material mix gives every position a value target

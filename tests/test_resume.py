@@ -181,7 +181,7 @@ def test_nonfinite_gradients_are_skipped_not_applied():
     network = model.make_network(config)
     optimizer = learner.make_optimizer(config)
     state = learner.init_train_state(model.init_params(network, jax.random.PRNGKey(0)), optimizer)
-    step = jax.jit(learner.make_train_step(config, lambda p, o: network.apply({"params": p}, o), optimizer))
+    step = jax.jit(learner.make_train_step(config, model.make_apply(network), optimizer))
     good = _batch(4)
     bad = good._replace(observation=good.observation.at[0, 0, 0, 0].set(np.nan))
     after_bad, metrics = step(state, bad)

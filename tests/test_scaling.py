@@ -59,7 +59,7 @@ from tests.test_learner import _batch
 
 out = {"devices": jax.device_count()}
 config = make_config(selfplay_batch=8, plies_per_episode=4, mcts_simulations=2, gumbel_considered_actions=2,
-                     batch_size=8, replay_capacity=64, learning_rate=0.1, optimizer="sgd")
+                     batch_size=8, replay_capacity=64, learning_rate=0.1, optimizer="sgd", moves_left_weight=0.5)
 network = model.make_network(config)
 apply_fn = model.make_apply(network)
 optimizer = learner.make_optimizer(config)
@@ -140,7 +140,8 @@ def test_data_parallel_on_four_devices_is_exact_placed_and_restorable():
     # three SGD steps the parameters agree to float32 rounding of differently ordered sums.
     assert out["param_max_change"] > 1e-2
     assert out["param_max_diff"] < 1e-4 * out["param_max_change"]
-    for name in ("loss", "policy_loss", "value_loss", "l2", "grad_norm", "value_targets_known"):
+    for name in ("loss", "policy_loss", "value_loss", "l2", "grad_norm", "value_targets_known", "moves_left_loss",
+                 "moves_left_error"):
         assert out["metrics_four"][name] == pytest.approx(out["metrics_one"][name], rel=1e-5, abs=1e-6), name
     # Games and replay columns are split 2 per device, and slot numbers stay global.
     assert out["game_shards"] == [[0, 2], [1, 2], [2, 2], [3, 2]]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from chessbrain_jax.core import chess_env
-from chessbrain_jax.core.search import legal_slots, make_search_fn, mask_illegal, to_actions, with_root_noise
+from chessbrain_jax.core.search import (legal_slots, make_search_fn, mask_illegal, moves_left_utility, to_actions,
+                                        with_root_noise)
 from chessbrain_jax.play import notation
 from tests.conftest import make_config
 
@@ -144,6 +145,48 @@ def test_value_discount_makes_the_quicker_win_worth_more(mate_states):
             once &= np.asarray(tree.children_visits[b, np.maximum(children[b], 0)]).sum(-1) == 0  # leaves only
             assert once.sum() > 5
             np.testing.assert_allclose(q[b, once], other_value, rtol=1e-6)
+
+
+def test_moves_left_utility_prefers_the_shorter_win_and_the_longer_loss():
+    """v - sign(v) x a x min(effect, slope x plies), a = (|v| - threshold) / (1 - threshold) clipped to [0, 1]."""
+    config = make_config(moves_left_weight=0.1, moves_left_effect=0.05, moves_left_slope=0.002,
+                         moves_left_threshold=0.3)
+    value, plies = jnp.float32([0.9, 0.9, -0.9, 0.2, 1.0]), jnp.float32([10, 50, 50, 50, 100])
+    activation = (0.9 - 0.3) / 0.7
+    np.testing.assert_allclose(moves_left_utility(value, plies, config),
+                               [0.9 - activation * 0.02, 0.9 - activation * 0.05, -0.9 + activation * 0.05, 0.2,
+                                0.95], rtol=1e-6)
+
+
+def test_the_search_reads_values_through_the_moves_left_utility(mate_states):
+    """A network that calls every position lost for the side to move (-0.9) and predicts plies left from the
+    observation: every searched leaf is worth 0.9 - a x min(effect, slope x its plies) to the root's mover, so the
+    leaf that ends sooner is worth more; with --moves-left-effect 0 (or no head) the search reads the value alone."""
+    states, _ = mate_states
+
+    def plies_left(observation):
+        return observation.sum(axis=(1, 2, 3)) % 37
+
+    def network(params, observation, heads=False):
+        logits, value = jnp.zeros((observation.shape[0], 4672)), jnp.full(observation.shape[0], -0.9)
+        return (logits, value, {"moves_left": plies_left(observation)}) if heads else (logits, value)
+
+    activation = (0.9 - 0.3) / 0.7
+    for effect in (0.05, 0.0):
+        config = make_config(mcts_simulations=8, gumbel_considered_actions=8, moves_left_weight=0.1,
+                             moves_left_effect=effect, moves_left_slope=0.002, moves_left_threshold=0.3)
+        tree = jax.jit(make_search_fn(config, network))(None, jax.random.PRNGKey(0), states).search_tree
+        children = np.asarray(tree.children_index[:, 0])
+        for b in range(2):
+            leaves = [(slot, child) for slot, child in enumerate(children[b]) if child >= 0
+                      and np.asarray(tree.children_visits[b, child]).sum() == 0
+                      and not bool(tree.children_discounts[b, 0, slot] == 0)]  # not terminal
+            assert len(leaves) > 5
+            for slot, child in leaves:
+                action = int(tree.embeddings.actions[b, 0, slot])
+                after = chess_env.step(jax.tree.map(lambda x: x[b:b + 1], states), jnp.int32([action]))
+                expected = 0.9 - activation * min(effect, 0.002 * float(plies_left(after.observation)[0]))
+                assert float(tree.node_values[b, child]) == pytest.approx(-expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("value_scale, finds_mate", [(0.1, False), (1.0, True)])

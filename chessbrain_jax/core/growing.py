@@ -24,8 +24,8 @@ import mctx
 
 from chessbrain_jax.config import Config
 from chessbrain_jax.core import chess_env
-from chessbrain_jax.core.search import (Node, gumbel_qtransform, legal_slots, make_recurrent_fn, mask_illegal,
-                                        principal_variation, slot_logits)
+from chessbrain_jax.core.search import (Node, gumbel_qtransform, legal_slots, make_evaluate, make_recurrent_fn,
+                                        mask_illegal, principal_variation, slot_logits)
 from chessbrain_jax.core.types import ApplyFn
 
 
@@ -144,6 +144,7 @@ def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multip
     the root's sampling, or PUCT with `mcts_cpuct` and no root noise), reporting `multipv` root moves."""
     if capacity < 2:
         raise ValueError(f"a growing tree needs at least 2 nodes, got {capacity}")
+    apply_fn = make_evaluate(config, apply_fn)
     recurrent_fn = make_recurrent_fn(apply_fn, config.value_discount)
     gumbel = config.search == "gumbel"
     qtransform = gumbel_qtransform(config)

@@ -19,6 +19,7 @@ import optax
 
 from chessbrain_jax.config import Config
 from chessbrain_jax.core import replay, targets
+from chessbrain_jax.core.model import MOVES_LEFT_SCALE
 from chessbrain_jax.core.search import mask_illegal
 from chessbrain_jax.core.types import ApplyFn, Batch
 
@@ -88,10 +89,13 @@ def wdl_targets(value: jax.Array) -> jax.Array:
     return jnp.stack([jnp.maximum(value, 0.0), 1.0 - jnp.abs(value), jnp.maximum(-value, 0.0)], axis=-1)
 
 
-def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None, wdl: bool = False):
-    """Returns (loss, metrics dict) for one batch; all terms float32. `wdl`: the network has a win/draw/loss head,
-    and the value loss is its cross-entropy against `wdl_targets` (`value_mse` reports the squared error of W - L
-    either way).
+def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str | None = None,
+            moves_left_weight: float = 0.0):
+    """Returns (loss, metrics dict) for one batch; all terms float32. A network with a win/draw/loss head trains it
+    by cross-entropy against `wdl_targets` (`value_mse` reports the squared error of W - L either way); one with a
+    moves-left head adds `moves_left_weight` x its Huber loss in units of `model.MOVES_LEFT_SCALE` plies, over the
+    positions whose game has a result (`moves_left_loss`, and `moves_left_error`, the mean absolute error in
+    plies).
 
     With `axis` (inside `shard_map` over a data-parallel mesh axis) `batch` is this device's share of the global
     batch and every term is this device's share of the global term: summed over devices, loss, metrics and the
@@ -112,8 +116,8 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     """
     shards = 1 if axis is None else jax.lax.psum(1, axis)
     global_total = (lambda x: x) if axis is None else (lambda x: jax.lax.psum(x, axis))
-    outputs = apply_fn(params, batch.observation, wdl=True) if wdl else apply_fn(params, batch.observation)
-    logits, value = outputs[0], outputs[1].astype(jnp.float32)
+    logits, value, extras = apply_fn(params, batch.observation, heads=True)
+    value = value.astype(jnp.float32)
     log_probs = jax.nn.log_softmax(mask_illegal(logits.astype(jnp.float32), batch.legal_mask), axis=-1)
     samples = batch.value.shape[0] * shards
     has_policy = (batch.policy.sum(axis=-1) > 0).astype(jnp.float32)  # all zero: no target (playout-cap)
@@ -122,13 +126,18 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     known = batch.value_mask.astype(jnp.float32)
     known_total = global_total(known.sum())
     squared = jnp.sum(known * jnp.square(value - batch.value)) / jnp.maximum(known_total, 1.0)
-    if wdl:
-        cross_entropy = -jnp.sum(wdl_targets(batch.value) * jax.nn.log_softmax(outputs[2], axis=-1), axis=-1)
+    if "wdl" in extras:
+        cross_entropy = -jnp.sum(wdl_targets(batch.value) * jax.nn.log_softmax(extras["wdl"], axis=-1), axis=-1)
         value_loss = jnp.sum(known * cross_entropy) / jnp.maximum(known_total, 1.0)
     else:
         value_loss = squared
     l2 = l2_weight * l2_penalty(params) / shards
     loss = policy_loss + value_loss + l2
+    head_metrics = {}
+    if "moves_left" in extras:
+        moves_left_loss, moves_left_error = _moves_left_loss(extras["moves_left"], batch, global_total)
+        loss = loss + moves_left_weight * moves_left_loss
+        head_metrics = dict(moves_left_loss=moves_left_loss, moves_left_error=moves_left_error)
     # Diagnostics (no gradient flows from them): the search target's entropy, and KL(target || prior) = the policy
     # loss (a cross-entropy) minus that entropy: how much search still teaches the network.
     entropy = -jnp.sum(jnp.where(batch.policy > 0, batch.policy * jnp.log(jnp.maximum(batch.policy, 1e-30)), 0.0))
@@ -136,7 +145,17 @@ def loss_fn(params, batch: Batch, apply_fn: ApplyFn, l2_weight: float, axis: str
     return loss, dict(loss=loss, policy_loss=policy_loss, value_loss=value_loss, value_mse=squared, l2=l2,
                       value_targets_known=known.sum() / samples, policy_targets_known=has_policy.sum() / samples,
                       policy_target_entropy=entropy,
-                      policy_kl=jax.lax.stop_gradient(policy_loss) - entropy)
+                      policy_kl=jax.lax.stop_gradient(policy_loss) - entropy, **head_metrics)
+
+
+def _moves_left_loss(predicted: jax.Array, batch: Batch, global_total) -> tuple[jax.Array, jax.Array]:
+    """(Huber loss with delta 1 on plies / `MOVES_LEFT_SCALE`, mean absolute error in plies) over the positions of
+    `batch` whose game has a result, normalised by their global count (`loss_fn`)."""
+    known = batch.moves_left_mask.astype(jnp.float32)
+    total = jnp.maximum(global_total(known.sum()), 1.0)
+    error = predicted.astype(jnp.float32) - batch.moves_left
+    huber = optax.huber_loss(error / MOVES_LEFT_SCALE, delta=1.0)
+    return jnp.sum(known * huber) / total, jax.lax.stop_gradient(jnp.sum(known * jnp.abs(error)) / total)
 
 
 def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSteps, axis: str | None = None):
@@ -149,7 +168,7 @@ def make_train_step(config: Config, apply_fn: ApplyFn, optimizer: optax.MultiSte
     def train_step(state: TrainState, batch: Batch):
         with jax.named_scope("train_step"):
             grads, metrics = grad_fn(state.params, batch, apply_fn, config.l2_weight, axis,
-                                     config.value_head == "wdl")
+                                     config.moves_left_weight)
             if axis is not None:
                 grads, metrics = jax.lax.psum((grads, metrics), axis)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -15,6 +15,7 @@ from flax import linen as nn
 from chessbrain_jax.config import Config
 from chessbrain_jax.core.types import MOVE_PLANES, OBSERVATION_SHAPE
 
+MOVES_LEFT_SCALE = 20.0  # plies: the moves-left head predicts softplus(output) x this (Leela Chess Zero's unit)
 HISTORY_STEPS, PLANES_PER_STEP = 8, 14  # pgx: 8 positions x (12 piece + 2 repetition planes), then 7 scalar planes
 
 
@@ -52,9 +53,11 @@ class ResidualBlock(nn.Module):
 
 class ChessNet(nn.Module):
     """`__call__(observation f32[B, 8, 8, 119]) -> (logits f32[B, 4672], value f32[B])`; compute in `dtype`, the
-    output layers in float32. `value_head="wdl"`: value = P(win) - P(loss) of a softmax over win/draw/loss, and
-    `__call__(observation, wdl=True)` also returns those `f32[B, 3]` logits (for the loss). `history_steps < 8`
-    reads only the newest positions of the observation (`input_planes`)."""
+    output layers in float32. `__call__(observation, heads=True)` adds a dict of the extra heads' outputs (for the
+    loss, and for the search's moves-left utility): `value_head="wdl"` makes value = P(win) - P(loss) of a softmax
+    over win/draw/loss and adds those `f32[B, 3]` logits as "wdl"; `moves_left=True` adds "moves_left", `f32[B]`
+    the predicted plies to the game's end (>= 0). `history_steps < 8` reads only the newest positions of the
+    observation (`input_planes`)."""
 
     channels: int = 64
     blocks: int = 6
@@ -63,9 +66,11 @@ class ChessNet(nn.Module):
     value_hidden: int = 128
     value_head: str = "scalar"
     history_steps: int = HISTORY_STEPS
+    moves_left: bool = False
+    moves_left_hidden: int = 32
 
     @nn.compact
-    def __call__(self, observation: jax.Array, wdl: bool = False):
+    def __call__(self, observation: jax.Array, heads: bool = False):
         x = input_planes(observation, self.history_steps).astype(self.dtype)
         x = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
         x = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(x))
@@ -82,29 +87,45 @@ class ChessNet(nn.Module):
                     name="policy_planes")(p.astype(jnp.float32))
         logits = observation_to_action_order(p)
 
-        v = nn.Conv(self.value_channels, (1, 1), use_bias=False, dtype=self.dtype, name="value_conv")(x)
-        v = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(v))
-        v = v.reshape(v.shape[0], -1)
-        v = nn.relu(nn.Dense(self.value_hidden, dtype=self.dtype, name="value_hidden")(v))
+        extras = {}
+        v = self._head_features(x, self.value_channels, self.value_hidden, "value")
         if self.value_head == "wdl":
             wdl_logits = nn.Dense(3, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
                                   name="value_wdl")(v.astype(jnp.float32))
             probabilities = jax.nn.softmax(wdl_logits, axis=-1)
             value = probabilities[:, 0] - probabilities[:, 2]
-            return (logits, value, wdl_logits) if wdl else (logits, value)
-        v = nn.Dense(1, dtype=jnp.float32, kernel_init=nn.initializers.zeros, name="value_out")(v.astype(jnp.float32))
-        return logits, jnp.tanh(v)[:, 0]
+            extras["wdl"] = wdl_logits
+        else:
+            v = nn.Dense(1, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                         name="value_out")(v.astype(jnp.float32))
+            value = jnp.tanh(v)[:, 0]
+        if self.moves_left:
+            m = self._head_features(x, self.value_channels, self.moves_left_hidden, "moves_left")
+            m = nn.Dense(1, dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                         name="moves_left_out")(m.astype(jnp.float32))
+            extras["moves_left"] = MOVES_LEFT_SCALE * jax.nn.softplus(m[:, 0])
+        return (logits, value, extras) if heads else (logits, value)
+
+    def _head_features(self, x: jax.Array, channels: int, hidden: int, name: str) -> jax.Array:
+        """A scalar head's trunk: 1x1 convolution to `channels`, norm, ReLU, flattened, a ReLU dense layer of
+        `hidden`: `[B, hidden]`. (The value head's layer names are those of earlier checkpoints.)"""
+        h = nn.Conv(channels, (1, 1), use_bias=False, dtype=self.dtype, name=f"{name}_conv")(x)
+        norm = None if name == "value" else f"{name}_norm"  # the value head's norm keeps its automatic name
+        h = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype, name=norm)(h))
+        h = h.reshape(h.shape[0], -1)
+        return nn.relu(nn.Dense(hidden, dtype=self.dtype, name=f"{name}_hidden")(h))
 
 
 def make_network(config: Config, dtype: str = "float32") -> ChessNet:
     return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype),
-                    value_head=config.value_head, history_steps=config.history_steps)
+                    value_head=config.value_head, history_steps=config.history_steps,
+                    moves_left=config.moves_left_weight > 0)
 
 
 def make_apply(network: ChessNet):
-    """`apply(params, observation, wdl=False) -> (logits, value[, wdl_logits])`: the pure function search,
-    self-play and training call (`wdl=True`, for the loss of a `value_head="wdl"` network only)."""
-    return lambda params, observation, wdl=False: network.apply({"params": params}, observation, wdl)
+    """`apply(params, observation, heads=False) -> (logits, value[, extras])`: the pure function search,
+    self-play and training call (`heads=True`: the extra heads' outputs too, `ChessNet`)."""
+    return lambda params, observation, heads=False: network.apply({"params": params}, observation, heads)
 
 
 def init_params(network: ChessNet, key: jax.Array):

@@ -132,8 +132,8 @@ def material_ahead(buffer: ReplayBuffer, row: jax.Array, column: jax.Array, plie
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: float = 1.0,
            weights: targets.ValueMix = targets.RESULTS_ONLY) -> Batch:
     """`batch_size` positions drawn uniformly (with replacement) from the filled entries, value targets discounted
-    per ply by `discount` (`value_targets`) and mixed with material and root values by `weights` (`targets.mix`).
-    Requires a filled entry."""
+    per ply by `discount` (`value_targets`) and mixed with material and root values by `weights` (`targets.mix`),
+    and the plies left to their games' ends where those have results. Requires a filled entry."""
     column_key, row_key = jax.random.split(key)
     filled = buffer.size.astype(jnp.float32)
     column = jax.random.categorical(column_key, jnp.log(filled), shape=(batch_size,))  # P(column) ~ its entries
@@ -141,8 +141,11 @@ def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int, discount: floa
     chosen = jax.tree.map(lambda x: x[row, column], buffer.positions)
     legal_mask, policy = encoding.expand_policy(chosen.legal_actions, chosen.policy)
     value, value_mask = value_targets(buffer, row, column, discount)
+    moves_left = targets.plies_left(buffer.result_plies, column, chosen.generation,
+                                    encoding.plies(chosen.observation.scalars))
+    result_known = value_mask
     if weights.material_weight or weights.root_weight:
         material = targets.material_value(material_ahead(buffer, row, column, weights.material_plies))
         value, value_mask = targets.mix(value, value_mask, material, chosen.root_value, weights)
     observation = encoding.unpack_observation(chosen.observation)
-    return Batch(observation, policy, legal_mask, value, value_mask)
+    return Batch(observation, policy, legal_mask, value, value_mask, moves_left, result_known)

@@ -112,8 +112,34 @@ def step_nodes(node: Node, slot: jax.Array) -> tuple[chess_env.State, chess_env.
     return state, next_state, legal_slots(next_state.legal_action_mask)
 
 
+def moves_left_utility(value: jax.Array, plies_left: jax.Array, config: Config) -> jax.Array:
+    """`f32[B]` values for the search from the value head's `f32[B]` and the moves-left head's predicted plies to
+    the end (Leela Chess Zero's moves-left utility, applied at the leaves): v - sign(v) x a x min(effect, slope x
+    plies), a = (|v| - threshold) / (1 - threshold) clipped to [0, 1]. Among lines of equal value a winning side
+    then prefers the one that ends sooner and a losing side the one that lasts; a value below the threshold (an
+    unclear position) is left alone."""
+    threshold = config.moves_left_threshold
+    activation = jnp.clip((jnp.abs(value) - threshold) / (1.0 - threshold), 0.0, 1.0)
+    utility = jnp.minimum(config.moves_left_effect, config.moves_left_slope * plies_left)
+    return value - jnp.sign(value) * activation * utility
+
+
+def make_evaluate(config: Config, apply_fn: ApplyFn):
+    """`evaluate(params, observation) -> (logits, value)`: the network as the search reads it, the value with the
+    moves-left utility when the network has that head and `--moves-left-effect` > 0."""
+    if not (config.moves_left_weight > 0 and config.moves_left_effect > 0):
+        return apply_fn
+
+    def evaluate(params, observation):
+        logits, value, extras = apply_fn(params, observation, heads=True)
+        return logits, moves_left_utility(value, extras["moves_left"], config)
+
+    return evaluate
+
+
 def make_recurrent_fn(apply_fn: ApplyFn, discount: float = 1.0) -> mctx.RecurrentFn:
-    """mctx's `recurrent_fn` over `Node`s; values are discounted by `discount` per ply (`--value-discount`)."""
+    """mctx's `recurrent_fn` over `Node`s; values are discounted by `discount` per ply (`--value-discount`).
+    `apply_fn` is the network as the search reads it (`make_evaluate`)."""
 
     def recurrent_fn(params, rng_key, slot: jax.Array, node: Node):
         del rng_key
@@ -148,6 +174,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = 
     The tree works on action slots, not on pgx's 4672 actions: a node's children are its (at most 218) legal moves,
     so mctx's per-node statistics shrink ~21x and every simulation touches ~21x less memory.
     """
+    apply_fn = make_evaluate(config, apply_fn)
     recurrent_fn = make_recurrent_fn(apply_fn, config.value_discount)
     simulations = config.mcts_simulations if simulations is None else simulations
 

@@ -110,6 +110,14 @@ def lookup(results: jax.Array, result_plies: jax.Array, slot_generation: jax.Arr
     return jnp.where(known, value, 0.0), known
 
 
+def plies_left(result_plies: jax.Array, column: jax.Array, generation: jax.Array,
+               plies_before: jax.Array) -> jax.Array:
+    """`f32[n]` plies from each position to its game's end (the moves-left head's target; meaningful where the
+    game's result is known, `lookup`)."""
+    history = result_plies.shape[1]
+    return jnp.maximum(result_plies[column, generation % history] - plies_before, 0).astype(jnp.float32)
+
+
 def edge_discount(terminal: jax.Array, discount: float) -> jax.Array:
     """mctx's per-edge discount: `-discount` between plies (the value changes sides and loses the per-ply factor
     the value targets lose), 0 after a terminal state (its result is the edge's reward)."""

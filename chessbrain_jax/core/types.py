@@ -14,7 +14,9 @@ MOVE_PLANES = 73
 OBSERVATION_SHAPE = (8, 8, 119)  # pgx chess: 8 history steps x 14 planes + 7 constant planes
 MAX_LEGAL_MOVES = 218  # the most legal moves any chess position has
 
-ApplyFn = Callable[[object, jax.Array], tuple[jax.Array, jax.Array]]  # (params, f32[B,8,8,119]) -> logits, value
+# (params, f32[B,8,8,119]) -> (logits, value); the learner also calls it with heads=True for (logits, value, extras)
+# (`model.make_apply`).
+ApplyFn = Callable[..., tuple]
 
 
 def tree_bytes(tree) -> int:
@@ -67,7 +69,8 @@ class Batch(NamedTuple):
 
     observation: `f32[b, 8, 8, 119]`; policy: `f32[b, 4672]` target, zero off legal moves (all zero: none);
     legal_mask: `bool[b, 4672]`; value: `f32[b]` value target from the mover's view (0 where unknown); value_mask:
-    `bool[b]` True where known.
+    `bool[b]` True where known; moves_left: `f32[b]` plies from the position to its game's end, moves_left_mask:
+    `bool[b]` True where the game has a result (the moves-left head's target).
     """
 
     observation: jax.Array
@@ -75,3 +78,5 @@ class Batch(NamedTuple):
     legal_mask: jax.Array
     value: jax.Array
     value_mask: jax.Array
+    moves_left: jax.Array
+    moves_left_mask: jax.Array

@@ -152,7 +152,8 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
 
     Network options: `sims=N` (0 = raw policy), `raw`, `search=gumbel|puct`, `considered=K` (Gumbel's root moves
     in sequential halving; default: the network's training setting), `cscale=C` (Gumbel's c_scale, how far a
-    searched value overrules the prior: `--gumbel-value-scale`; default: the training setting), `trees=T` (T
+    searched value overrules the prior: `--gumbel-value-scale`; default: the training setting), `mleffect=E`
+    (a network with a moves-left head: `--moves-left-effect`, 0 = the search ignores the head), `trees=T` (T
     independent trees of N each, their search policies summed: the UCI engine's old search); `untrained` also
     takes `channels=`, `blocks=`, `seed=`. `greedy` and `minimax` (`opponents`) take `seed=`, minimax also
     `depth=` (default 2).
@@ -186,6 +187,7 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
         algorithm = options.pop("search", search)
         search_options = {"search": algorithm, "considered": _number(options, "considered", spec, 2),
                           "value_scale": _number(options, "cscale", spec, kind=float),
+                          "moves_left_effect": _number(options, "mleffect", spec, kind=float),
                           "trees": _number(options, "trees", spec, 1) or 1}
         try:
             if kind == "untrained":
