@@ -33,7 +33,7 @@ def main() -> None:
         "--channels", str(args.channels), "--blocks", str(args.blocks), "--batch-size", str(args.batch_size),
         "--selfplay-batch", "64", "--plies-per-episode", str(plies), "--replay-capacity", "4096"], environ={})
     network = model.make_network(config)
-    apply_fn = lambda params, observation: network.apply({"params": params}, observation)  # noqa: E731
+    apply_fn = model.make_apply(network)
     optimizer = learner.make_optimizer(config)
     games = selfplay.init_selfplay(config)
     # A buffer of real positions: the starting position's observation and legal moves, uniform policy.
