@@ -22,12 +22,12 @@ import sys
 import chess
 import chess.pgn
 
-VALUES = {chess.PAWN: 1, chess.KNIGHT: 3, chess.BISHOP: 3, chess.ROOK: 5, chess.QUEEN: 9, chess.KING: 0}
+from chessbrain_jax.play.opponents import material
 
 
-def material(board: chess.Board) -> int:
+def white_material(board: chess.Board) -> int:
     """White's material minus black's, in pawns."""
-    return sum(VALUES[p.piece_type] * (1 if p.color == chess.WHITE else -1) for p in board.piece_map().values())
+    return material(board) if board.turn == chess.WHITE else -material(board)
 
 
 def conversion(pgn_path: str) -> dict[str, dict]:
@@ -36,7 +36,7 @@ def conversion(pgn_path: str) -> dict[str, dict]:
     table: dict[str, dict] = {}
     with open(pgn_path, encoding="utf-8") as stream:
         while (game := chess.pgn.read_game(stream)) is not None:
-            lead = material(game.board())
+            lead = white_material(game.board())
             if lead == 0:
                 continue
             strong_white = lead > 0

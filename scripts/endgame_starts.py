@@ -19,9 +19,11 @@ import sys
 
 import chess
 
+from chessbrain_jax.play.opponents import PIECE_VALUES
+
 DEFAULT_MATERIAL = ("KQ/K", "KR/K", "KQP/K", "KRP/K", "KRR/K", "KQR/K", "KQ/KN", "KQ/KB", "KRB/K", "KRN/K",
                     "KQPP/KPP", "KRPP/KP", "KRPPP/KPP", "KQPPP/KPPP", "KRBP/KBP")
-VALUES = {"P": 1, "N": 3, "B": 3, "R": 5, "Q": 9, "K": 0}
+VALUES = {symbol: PIECE_VALUES[chess.Piece.from_symbol(symbol).piece_type] for symbol in "PNBRQK"}
 MIN_LEAD = 5
 
 
