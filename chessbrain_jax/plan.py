@@ -26,7 +26,9 @@ PROG = "python -m chessbrain_jax.plan"
 
 
 def planner_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog=PROG, add_help=False, allow_abbrev=False)
+    parser = OneLineParser(prog=PROG, allow_abbrev=False, usage=f"{PROG} [planner options] [train flags]",
+                           description="Whether a training run fits this machine or another, before it runs. Takes "
+                           "every flag of `python -m chessbrain_jax.train` (see its --help) and these:")
     parser.add_argument("--device-memory-gb", type=float, default=None,
                         help="memory of the device the run is for (default: this machine's device, when it is the "
                              "run's kind); e.g. 80 for an H100 80 GB")

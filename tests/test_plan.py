@@ -65,3 +65,12 @@ def test_bad_planner_flags_are_one_line(capsys):
     assert plan.main([*SMALL, "--device-memory-gb", "lots"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--device-memory-gb: invalid float value: 'lots'" in err
+
+
+def test_help_lists_the_planner_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plan.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert out.startswith("usage: python -m chessbrain_jax.plan")
+    assert "--measure" in out and "--device-memory-gb" in out
