@@ -121,6 +121,10 @@ class Config:
                                        "value can overrule the prior (0.1, mctx's default: by about 5 logits, so a "
                                        "mate in one with a prior of 0.001 loses to the favourite).", group=PLAY,
                                        minimum=0.0)
+    play_searched_mates: bool = _field(False, "The search plays a mate in one it has visited at the root (a child "
+                                       "that ends the game with the mover's win), and self-play's policy target for "
+                                       "that position is that move: without it Gumbel's improved policy can rate a "
+                                       "searched mate below a favourite with a higher prior.", group=PLAY)
     selfplay_starts: str = _field("", "A file of start positions, one FEN per line (# comments): the games of "
                                   "--selfplay-start-share of the self-play slots start from one drawn at random, "
                                   "e.g. won endgames to practise converting a lead (scripts/endgame_starts.py "

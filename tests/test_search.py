@@ -189,12 +189,14 @@ def test_the_search_reads_values_through_the_moves_left_utility(mate_states):
                 assert float(tree.node_values[b, child]) == pytest.approx(-expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("value_scale, finds_mate", [(0.1, False), (1.0, True)])
-def test_value_scale_decides_whether_a_searched_mate_overrules_a_confident_prior(value_scale, finds_mate,
-                                                                                tiny_network):
+@pytest.mark.parametrize("value_scale, play_mates, finds_mate", [(0.1, False, False), (1.0, False, True),
+                                                                  (0.1, True, True)])
+def test_value_scale_decides_whether_a_searched_mate_overrules_a_confident_prior(value_scale, play_mates,
+                                                                                finds_mate, tiny_network):
     """A prior that puts e^-8 of the favourite's weight on the mating move: every root move is searched (32
     simulations, ~20 legal moves), so the mate's value of +1 is known; c_scale 0.1 (mctx's default) lifts it by
-    about 5 logits and the favourite stays, c_scale 1.0 by about 50 and the mate is played."""
+    about 5 logits and the favourite stays, c_scale 1.0 by about 50 and the mate is played.
+    `--play-searched-mates` plays it at any c_scale, in self-play too, with the mate as the whole policy target."""
     fen, uci = MATE_IN_ONE[0]
     board = chess.Board(fen)
     mate = notation.move_to_action(board, chess.Move.from_uci(uci))
@@ -207,9 +209,17 @@ def test_value_scale_decides_whether_a_searched_mate_overrules_a_confident_prior
         return jnp.zeros_like(logits) + bias, jnp.zeros_like(value)
 
     states = notation.stack_states([notation.from_fen(fen)] * 4)
-    config = make_config(mcts_simulations=32, gumbel_considered_actions=32, gumbel_value_scale=value_scale)
+    config = make_config(mcts_simulations=32, gumbel_considered_actions=32, gumbel_value_scale=value_scale,
+                         play_searched_mates=play_mates)
     output = jax.jit(make_search_fn(config, confident))(params, jax.random.PRNGKey(0), states)
     tree = output.search_tree
     visits = np.asarray(to_actions(tree.children_visits[:, 0], tree.embeddings.actions[:, 0]))
-    assert np.all(visits[:, mate] >= 1)  # searched in both cases: the prior, not the search, decides
+    assert np.all(visits[:, mate] >= 1)  # searched in every case: the prior, not the search, decides
     assert np.all((np.asarray(output.best_action) == mate) == finds_mate)
+    weights = np.asarray(output.action_weights)
+    if play_mates:
+        assert np.all(np.asarray(output.action) == mate)  # self-play's sampled move too
+        np.testing.assert_allclose(weights[:, mate], 1.0)
+        np.testing.assert_allclose(np.asarray(output.root_value), 1.0)
+    elif not finds_mate:
+        assert np.all(weights[:, mate] < 0.5)

@@ -25,7 +25,7 @@ import mctx
 from chessbrain_jax.config import Config
 from chessbrain_jax.core import chess_env
 from chessbrain_jax.core.search import (Node, gumbel_qtransform, legal_slots, make_evaluate, make_recurrent_fn,
-                                        mask_illegal, principal_variation, slot_logits)
+                                        mask_illegal, principal_variation, searched_mates, slot_logits)
 from chessbrain_jax.core.types import ApplyFn
 
 
@@ -209,6 +209,9 @@ def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multip
             weights = visits / jnp.maximum(visits.sum(), 1)
         most = legal & (visits == jnp.max(jnp.where(legal, visits, -1)))
         best_slot = jnp.argmax(jnp.where(most, weights, -1.0))
+        if config.play_searched_mates:
+            mates = searched_mates(visits, tree.children_discounts[0], tree.children_rewards[0])
+            best_slot = jnp.where(mates.any(), jnp.argmax(mates), best_slot)
         rank = jnp.where(legal, visits + 0.5 * weights, -1.0)  # visits first, the improved policy breaks ties
         order = jnp.argsort(-rank)[:multipv]
         shown = legal[order]

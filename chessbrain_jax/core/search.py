@@ -208,19 +208,35 @@ def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = 
                 dirichlet_fraction=0.0,  # mixed in above, over legal moves only
                 temperature=1.0,
             )
-        visits = output.search_tree.children_visits[:, 0]  # [B, S] root visit counts per slot
+        tree = output.search_tree
+        visits = tree.children_visits[:, 0]  # [B, S] root visit counts per slot
         most_visited = legal & (visits == visits.max(axis=-1, keepdims=True))
         best_slot = jnp.argmax(jnp.where(most_visited, output.action_weights, -1.0), axis=-1)
+        action_slot, weights, root_value = output.action, output.action_weights, tree.node_values[:, 0]
+        if config.play_searched_mates:
+            mates = jax.vmap(searched_mates)(tree.children_visits[:, 0], tree.children_discounts[:, 0],
+                                             tree.children_rewards[:, 0])
+            found, mate_slot = mates.any(axis=-1), jnp.argmax(mates, axis=-1)
+            action_slot = jnp.where(found, mate_slot, action_slot)
+            best_slot = jnp.where(found, mate_slot, best_slot)
+            weights = jnp.where(found[:, None], jax.nn.one_hot(mate_slot, weights.shape[-1]), weights)
+            root_value = jnp.where(found, 1.0, root_value)
         return SearchOutput(
-            action=jnp.take_along_axis(actions, output.action[:, None], axis=1)[:, 0],
+            action=jnp.take_along_axis(actions, action_slot[:, None], axis=1)[:, 0],
             best_action=jnp.take_along_axis(actions, best_slot[:, None], axis=1)[:, 0],
-            action_weights=to_actions(output.action_weights, actions),
-            root_value=output.search_tree.node_values[:, 0],
+            action_weights=to_actions(weights, actions),
+            root_value=root_value,
             root_prior_logits=mask_illegal(logits, states.legal_action_mask),
             search_tree=output.search_tree,
         )
 
     return search
+
+
+def searched_mates(visits: jax.Array, discounts: jax.Array, rewards: jax.Array) -> jax.Array:
+    """`bool[S]` the root's children the search visited that end the game with the mover's win (a mate in one),
+    from one node's `[S]` child visits, discounts (0 after a terminal edge) and rewards (the mover's)."""
+    return (visits > 0) & (discounts == 0) & (rewards > 0)
 
 
 def principal_variation(tree: mctx.Tree, first_action: jax.Array, length: int) -> jax.Array:

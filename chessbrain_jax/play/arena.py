@@ -146,6 +146,16 @@ def _number(options: dict[str, str], name: str, spec: str, minimum: int = 0, kin
     return value
 
 
+def _flag(options: dict[str, str], name: str, spec: str) -> bool | None:
+    """Pops option `name` as a boolean (1/0, true/false); None when absent; one-line ArenaError if bad."""
+    if name not in options:
+        return None
+    value = options.pop(name).lower()
+    if value not in ("1", "0", "true", "false"):
+        raise ArenaError(f"player {spec!r}: {name} must be 1 or 0, got {value!r}")
+    return value in ("1", "true")
+
+
 def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: int | None = None,
                  search: str | None = None):
     """A player from a spec string (see the module docstring); `simulations`/`search` are defaults for networks.
@@ -153,7 +163,8 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
     Network options: `sims=N` (0 = raw policy), `raw`, `search=gumbel|puct`, `considered=K` (Gumbel's root moves
     in sequential halving; default: the network's training setting), `cscale=C` (Gumbel's c_scale, how far a
     searched value overrules the prior: `--gumbel-value-scale`; default: the training setting), `mleffect=E`
-    (a network with a moves-left head: `--moves-left-effect`, 0 = the search ignores the head), `trees=T` (T
+    (a network with a moves-left head: `--moves-left-effect`, 0 = the search ignores the head), `mates=1|0`
+    (`--play-searched-mates`: play a mate in one the search visited; default: the training setting), `trees=T` (T
     independent trees of N each, their search policies summed: the UCI engine's old search); `untrained` also
     takes `channels=`, `blocks=`, `seed=`. `greedy` and `minimax` (`opponents`) take `seed=`, minimax also
     `depth=` (default 2).
@@ -188,6 +199,7 @@ def parse_player(spec: str, checkpoint_dir: str = "./checkpoints", simulations: 
         search_options = {"search": algorithm, "considered": _number(options, "considered", spec, 2),
                           "value_scale": _number(options, "cscale", spec, kind=float),
                           "moves_left_effect": _number(options, "mleffect", spec, kind=float),
+                          "mates": _flag(options, "mates", spec),
                           "trees": _number(options, "trees", spec, 1) or 1}
         try:
             if kind == "untrained":

@@ -61,7 +61,8 @@ class NetworkPlayer:
     """A network with search (`simulations > 0`) or its raw policy (`simulations == 0`: the most likely legal move).
 
     Search uses the network's own training settings (algorithm, c_puct, Gumbel's considered actions and c_scale)
-    unless overridden (`search`, `considered`, `value_scale`, `moves_left_effect`), with
+    unless overridden (`search`, `considered`, `value_scale`, `moves_left_effect`, `mates`:
+    `--play-searched-mates`), with
     no Dirichlet noise and no random exploration: both play `SearchOutput.best_action`, the most visited move (Gumbel:
     among the most visited, the one its improved policy rates highest, without the Gumbel noise of self-play's
     choice). Gumbel's root sampling still varies the tree, so games between Gumbel players vary.
@@ -73,7 +74,8 @@ class NetworkPlayer:
 
     def __init__(self, apply_fn: ApplyFn, params: Any, config: Config, simulations: int | None = None,
                  search: str | None = None, name: str = "network", considered: int | None = None, trees: int = 1,
-                 value_scale: float | None = None, moves_left_effect: float | None = None):
+                 value_scale: float | None = None, moves_left_effect: float | None = None,
+                 mates: bool | None = None):
         simulations = config.mcts_simulations if simulations is None else simulations
         if simulations < 0:
             raise ConfigError(f"simulations must be >= 0, got {simulations}")
@@ -98,6 +100,8 @@ class NetworkPlayer:
             if not 0 <= moves_left_effect <= 1:
                 raise ConfigError(f"moves-left effect must be in [0, 1], got {moves_left_effect}")
             overrides["moves_left_effect"] = moves_left_effect
+        if mates is not None:
+            overrides["play_searched_mates"] = bool(mates)
         self.config = dataclasses.replace(config, **overrides)
         self.apply_fn, self.params, self.simulations, self.name = apply_fn, params, simulations, name
         self.considered, self.trees, self.value_scale = considered, trees if simulations else 1, value_scale
@@ -114,6 +118,7 @@ class NetworkPlayer:
         root += f", c_scale {self.value_scale:g}" if self.value_scale is not None and gumbel else ""
         if self.config.moves_left_weight > 0:
             root += f", moves-left effect {self.config.moves_left_effect:g}"
+        root += ", plays searched mates" if self.config.play_searched_mates else ""
         trees = f" x {self.trees} trees" if self.trees > 1 else ""
         return f"{self.name} ({self.config.search}, {self.simulations} simulations{trees}{root})"
 
@@ -177,7 +182,7 @@ class NetworkPlayer:
 
 def untrained_player(config: Config, simulations: int | None = None, seed: int = 0, **options) -> NetworkPlayer:
     """An untrained network of `config`'s shape (uniform prior, value 0): the baseline a trained one must beat.
-    `options`: `NetworkPlayer`'s search, considered, trees, value_scale, moves_left_effect."""
+    `options`: `NetworkPlayer`'s search, considered, trees, value_scale, moves_left_effect, mates."""
     from chessbrain_jax.core import model
 
     network = model.make_network(config, "float32")
@@ -188,7 +193,7 @@ def untrained_player(config: Config, simulations: int | None = None, seed: int =
 def load_player(path: str, checkpoint_dir: str | None = None, simulations: int | None = None,
                 **options) -> NetworkPlayer:
     """A player from a checkpoint step folder, or from the latest checkpoint of job `path` when `checkpoint_dir`
-    is given; `options` are `NetworkPlayer`'s search, considered, trees, value_scale, moves_left_effect. Raises
+    is given; `options` are `NetworkPlayer`'s search, considered, trees, value_scale, moves_left_effect, mates. Raises
     `checkpoint.CheckpointError` (one line) for anything that is not a loadable checkpoint."""
     from chessbrain_jax.core import model
     from chessbrain_jax.storage import checkpoint
