@@ -196,6 +196,14 @@ def test_cscale_option_sets_gumbels_value_scale():
             arena.parse_player(f"untrained,cscale={bad}")
 
 
+def test_mates_option_sets_play_searched_mates():
+    plays = arena.parse_player("untrained,channels=8,blocks=1,sims=8,mates=1")
+    assert plays.config.play_searched_mates and "plays searched mates" in plays.description
+    assert not arena.parse_player("untrained,channels=8,blocks=1,sims=8,mates=false").config.play_searched_mates
+    with pytest.raises(arena.ArenaError, match="mates must be 1 or 0, got 'yes'"):
+        arena.parse_player("untrained,mates=yes")
+
+
 def test_mleffect_option_sets_the_moves_left_effect():
     from chessbrain_jax.config import load_config
     from chessbrain_jax.play import player

@@ -103,6 +103,31 @@ def test_summary_ranks_root_moves_and_finds_the_mate(growing):
     assert set(np.flatnonzero(out.prior_logits > np.finfo(np.float32).min).tolist()) == legal
 
 
+@pytest.mark.parametrize("play_mates", [False, True])
+def test_the_grown_tree_plays_a_searched_mate_over_a_confident_prior(play_mates, tiny_network):
+    """As `make_search_fn` (test_search.py): the mate has e^-8 of the favourite's prior; 24 simulations over 32
+    considered moves visit it, and only `--play-searched-mates` plays it at c_scale 0.1."""
+    _, params, apply_fn = tiny_network
+    board = chess.Board(MATE_IN_ONE)
+    mate = notation.move_to_action(board, chess.Move.from_uci("a1a8"))
+    favourite = notation.move_to_action(board, chess.Move.from_uci("g1f1"))
+
+    def confident(p, observation):
+        logits, value = apply_fn(p, observation)
+        bias = jnp.zeros(logits.shape[-1]).at[favourite].set(6.0).at[mate].set(-2.0)
+        return jnp.zeros_like(logits) + bias, jnp.zeros_like(value)
+
+    config = make_config(mcts_simulations=24, gumbel_considered_actions=32, play_searched_mates=play_mates)
+    functions = make_growing_search(config, confident, CAPACITY)
+    grown = functions.grow(params, functions.start(params, jax.random.PRNGKey(0), notation.from_fen(MATE_IN_ONE),
+                                                   24), 24)
+    slots = np.asarray(grown.tree.embeddings.actions[0, 0])
+    assert int(grown.tree.children_visits[0, 0][np.flatnonzero(slots == mate)[0]]) >= 1  # searched either way
+    out = jax.device_get(functions.summary(grown))
+    assert (int(out.best_action) == mate) == play_mates
+    assert int(out.actions[0]) == int(out.best_action)  # the UCI engine answers with the first line's move
+
+
 def test_the_tree_stops_growing_when_full(growing):
     params, _, build = growing
     _, start, grow, summary = build("puct")

@@ -213,6 +213,7 @@ def make_growing_search(config: Config, apply_fn: ApplyFn, capacity: int, multip
             mates = searched_mates(visits, tree.children_discounts[0], tree.children_rewards[0])
             best_slot = jnp.where(mates.any(), jnp.argmax(mates), best_slot)
         rank = jnp.where(legal, visits + 0.5 * weights, -1.0)  # visits first, the improved policy breaks ties
+        rank = jnp.where(jnp.arange(rank.shape[0]) == best_slot, jnp.inf, rank)  # the move to play leads
         order = jnp.argsort(-rank)[:multipv]
         shown = legal[order]
         top = jnp.where(shown, slots[order], -1)

@@ -124,7 +124,7 @@ class TreeSearch:
         from chessbrain_jax.core import chess_env
         from chessbrain_jax.core.growing import make_growing_search
 
-        config = dataclasses.replace(self._config, search=settings.search)
+        config = dataclasses.replace(self._config, search=settings.search, play_searched_mates=True)  # never miss one
         search = make_growing_search(config, self._apply_fn, settings.capacity, MAX_MULTIPV, PV_LENGTH)
         state = jax.eval_shape(chess_env.ENV.init, jax.random.PRNGKey(0))
         count = jax.ShapeDtypeStruct((), jnp.int32)
