@@ -184,6 +184,10 @@ class Config:
     moves_left_threshold: float = _field(0.3, "|value| from which the moves-left utility acts (Leela Chess Zero: "
                                          "0.8 of its Q; values blended with material stay lower here).",
                                          group=PLAY, minimum=0.0, maximum=0.99)
+    gumbel_sample_plies: int = _field(0, "Gumbel self-play: play the search's sampled choice (Gumbel noise on the "
+                                      "improved policy) for a game's first N plies, then its best move (as players "
+                                      "do), so decided games are played out without sampled slips. 0 = sample at "
+                                      "every ply.", group=PLAY, minimum=0)
     temperature_plies: int = _field(30, "PUCT search: sample moves by visit count for the first N plies of a game, "
                                     "then play the most visited move.", group=PLAY, minimum=0)
 

@@ -303,6 +303,27 @@ def test_random_moves_only_in_the_first_exploration_plies():
     assert (everywhere[2:] != np.asarray(searched[2:])).any()  # 0 keeps the old meaning: every ply
 
 
+def test_gumbel_sample_plies_switches_to_the_best_move_after_the_opening():
+    """--gumbel-sample-plies 10: games at ply 0 and 9 play Gumbel's sampled choice (`action`), those at ply 10 and
+    30 its best move (`best_action`); 0 (the default) samples at every ply, and PUCT ignores the setting."""
+    from chessbrain_jax.core.search import SearchOutput
+
+    boards = [_board_after(plies, seed=plies) for plies in (0, 9, 10, 30)]
+    env = notation.stack_states([notation.board_to_state(board) for board in boards])
+    moves = [sorted(board.legal_moves, key=chess.Move.uci) for board in boards]
+    sampled = jnp.asarray([notation.move_to_action(b, m[0]) for b, m in zip(boards, moves)], jnp.int32)
+    best = jnp.asarray([notation.move_to_action(b, m[1]) for b, m in zip(boards, moves)], jnp.int32)
+    output = SearchOutput(sampled, best, None, None, None, None)
+
+    def choose(**overrides):
+        config = make_config(exploration_rate=0.0, **overrides)
+        return np.asarray(selfplay.choose_action(config, env, output, *jax.random.split(jax.random.PRNGKey(0))))
+
+    np.testing.assert_array_equal(choose(gumbel_sample_plies=10), np.concatenate([sampled[:2], best[2:]]))
+    np.testing.assert_array_equal(choose(), sampled)
+    np.testing.assert_array_equal(choose(search="puct", temperature_plies=100, gumbel_sample_plies=10), sampled)
+
+
 def test_playout_cap_plies_are_full_or_cheap_for_the_whole_batch(tiny_network):
     """With --playout-cap-fraction 0.5 each ply is one draw for all games: a full search's ply records policy
     targets (summing to 1), a cheap one's records none (all zeros); both kinds occur, and the moves stay legal."""

@@ -67,11 +67,14 @@ def init_selfplay(config: Config, start: chess_env.State | None = None) -> SelfP
 def choose_action(config: Config, env: chess_env.State, output, key_explore: jax.Array,
                   key_random: jax.Array) -> jax.Array:
     """`i32[B]` the move each game plays: the search's choice (PUCT: sampled by visits for the first
-    `temperature_plies` plies, then the most visited), replaced with probability `exploration_rate` by a uniformly
-    random legal move (only in the first `exploration_plies` plies of a game, when that is set)."""
+    `temperature_plies` plies, then the most visited; Gumbel: its sampled choice, for the first
+    `gumbel_sample_plies` plies when that is set, then its best move), replaced with probability `exploration_rate`
+    by a uniformly random legal move (only in the first `exploration_plies` plies of a game, when that is set)."""
     action = output.action
     if config.search == "puct":
         action = jnp.where(chess_env.plies(env) < config.temperature_plies, action, output.best_action)
+    elif config.gumbel_sample_plies:
+        action = jnp.where(chess_env.plies(env) < config.gumbel_sample_plies, action, output.best_action)
     explore = jax.random.bernoulli(key_explore, config.exploration_rate, action.shape)
     if config.exploration_plies:
         explore &= chess_env.plies(env) < config.exploration_plies
