@@ -125,6 +125,9 @@ class Config:
                                        "that ends the game with the mover's win), and self-play's policy target for "
                                        "that position is that move: without it Gumbel's improved policy can rate a "
                                        "searched mate below a favourite with a higher prior.", group=PLAY)
+    playout_cap_mate_targets: bool = _field(False, "With --play-searched-mates and playout-cap randomisation: a "
+                                            "cheap search that visited a mate in one gives that move as a policy "
+                                            "target too (the mate is proven at any search size).", group=PLAY)
     selfplay_starts: str = _field("", "A file of start positions, one FEN per line (# comments): the games of "
                                   "--selfplay-start-share of the self-play slots start from one drawn at random, "
                                   "e.g. won endgames to practise converting a lead (scripts/endgame_starts.py "

@@ -217,6 +217,7 @@ def test_value_scale_decides_whether_a_searched_mate_overrules_a_confident_prior
     assert np.all(visits[:, mate] >= 1)  # searched in every case: the prior, not the search, decides
     assert np.all((np.asarray(output.best_action) == mate) == finds_mate)
     weights = np.asarray(output.action_weights)
+    assert np.all(np.asarray(output.mate_found) == play_mates)
     if play_mates:
         assert np.all(np.asarray(output.action) == mate)  # self-play's sampled move too
         np.testing.assert_allclose(weights[:, mate], 1.0)

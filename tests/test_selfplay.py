@@ -337,6 +337,26 @@ def test_playout_cap_plies_are_full_or_cheap_for_the_whole_batch(tiny_network):
     assert config.cheap_simulations == 2
 
 
+@pytest.mark.parametrize("mate_targets", [False, True])
+def test_a_cheap_search_that_finds_a_mate_gives_it_as_policy_target(mate_targets, tiny_network):
+    """Every ply cheap (31 simulations, every root move visited): the mates in one of the first two starts are
+    played, and with --playout-cap-mate-targets they are the whole policy target of that ply; no other position
+    gets one."""
+    _, params, apply_fn = tiny_network
+    _, [(_, trajectory, _)] = _episodes(apply_fn, params, (0,), exploration_rate=0.0, playout_cap_fraction=1e-9,
+                                        playout_cap_simulations=31, play_searched_mates=True,
+                                        playout_cap_mate_targets=mate_targets)
+    position = trajectory.position
+    for game, (fen, _) in enumerate(STARTS[:2]):
+        board = chess.Board(fen)
+        mate = notation.move_to_action(board, chess.Move.from_uci("a1a8" if game == 0 else "a8a1"))
+        assert int(trajectory.action[0, game]) == mate
+        expected = (np.asarray(position.legal_actions[0, game]) == mate).astype(np.float32) * mate_targets
+        np.testing.assert_allclose(np.asarray(position.policy[0, game]), expected)
+    sums = np.asarray(position.policy).sum(axis=-1)
+    assert sums[0, 2:].sum() == 0 and sums[1:].sum() == 0
+
+
 def test_the_cheap_search_is_the_search_with_cheap_simulations(tiny_network):
     from chessbrain_jax.core.search import make_search_fn
 

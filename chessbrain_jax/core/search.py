@@ -74,6 +74,7 @@ class SearchOutput(NamedTuple):
     root_value: `f32[B]` the root's search value for the side to move.
     root_prior_logits: `f32[B, 4672]` the network's prior at the root (illegal moves at the dtype's minimum).
     search_tree: the `mctx.Tree` over action slots; `search_tree.embeddings.actions` maps slots to pgx actions.
+    mate_found: `bool[B]` the search visited a mate in one and `--play-searched-mates` chose it (else all False).
     """
 
     action: jax.Array
@@ -82,6 +83,7 @@ class SearchOutput(NamedTuple):
     root_value: jax.Array
     root_prior_logits: jax.Array
     search_tree: mctx.Tree
+    mate_found: jax.Array | None = None
 
 
 def legal_slots(legal_mask: jax.Array) -> jax.Array:
@@ -213,6 +215,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = 
         most_visited = legal & (visits == visits.max(axis=-1, keepdims=True))
         best_slot = jnp.argmax(jnp.where(most_visited, output.action_weights, -1.0), axis=-1)
         action_slot, weights, root_value = output.action, output.action_weights, tree.node_values[:, 0]
+        found = jnp.zeros(action_slot.shape, bool)
         if config.play_searched_mates:
             mates = jax.vmap(searched_mates)(tree.children_visits[:, 0], tree.children_discounts[:, 0],
                                              tree.children_rewards[:, 0])
@@ -228,6 +231,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = 
             root_value=root_value,
             root_prior_logits=mask_illegal(logits, states.legal_action_mask),
             search_tree=output.search_tree,
+            mate_found=found,
         )
 
     return search

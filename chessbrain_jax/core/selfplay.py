@@ -157,7 +157,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn, pool: starts.StartPool 
             output, full = search(params, key_search, env)
         action = choose_action(config, env, output, key_explore, key_random)
         legal_actions, policy = jax.vmap(encoding.compact_policy)(env.legal_action_mask, output.action_weights)
-        policy = jnp.where(full, policy, 0.0)  # a cheap search's policy is no target: all zeros (`replay.sample`)
+        target = full | (config.playout_cap_mate_targets & output.mate_found)  # [B]
+        policy = jnp.where(target[:, None], policy, 0.0)  # a cheap search's policy is no target: all zeros
         record = Trajectory(
             position=Position(
                 observation=encoding.pack_observation(env.observation),
