@@ -478,6 +478,8 @@ def load_config(argv: Sequence[str] | None = None, environ: Mapping[str, str] | 
         raise ConfigError(f"--selfplay-start-share ({config.selfplay_start_share}) needs --selfplay-starts FILE")
     if config.search == "gumbel" and config.gumbel_considered_actions < 2:
         raise ConfigError("--gumbel-considered-actions must be >= 2 with --search gumbel")
+    if config.playout_cap_mate_targets and not config.play_searched_mates:
+        raise ConfigError("--playout-cap-mate-targets needs --play-searched-mates (it marks the mates that rule plays)")
     return config, extras
 
 

@@ -43,6 +43,7 @@ CASES = [
     ([], {"CHESSBRAIN_QUIET": "perhaps"}, None, "must be a boolean"),
     (["--batch-size", "16", "--replay-capacity", "8"], {}, None, "must not exceed --replay-capacity"),
     (["--selfplay-start-share", "0.5"], {}, None, "--selfplay-start-share (0.5) needs --selfplay-starts FILE"),
+    (["--playout-cap-mate-targets"], {}, None, "--playout-cap-mate-targets needs --play-searched-mates"),
     (["--selfplay-start-share", "2"], {}, None, "--selfplay-start-share must be <= 1.0"),
 ]
 
