@@ -51,6 +51,19 @@ def tiny_network():
     return network, params, lambda p, observation: network.apply({"params": p}, observation)
 
 
+def confident_prior(apply_fn, favourite: int, unlikely: int):
+    """`apply_fn` with a fixed prior: logit 6 on pgx action `favourite`, -2 on `unlikely` (e^-8 of the favourite's
+    weight), 0 elsewhere, and value 0: a search must find `unlikely`'s worth itself."""
+    import jax.numpy as jnp
+
+    def confident(p, observation):
+        logits, value = apply_fn(p, observation)
+        bias = jnp.zeros(logits.shape[-1]).at[favourite].set(6.0).at[unlikely].set(-2.0)
+        return jnp.zeros_like(logits) + bias, jnp.zeros_like(value)
+
+    return confident
+
+
 # The platform `gpu`-marked tests run on (`$GPU_TEST_PLATFORM`, default gpu; cpu checks the tests
 # themselves); without a device of it they are skipped.
 GPU_TEST_PLATFORM = os.environ.get("GPU_TEST_PLATFORM", "gpu")

@@ -12,7 +12,7 @@ from mctx._src import seq_halving
 from chessbrain_jax.core.growing import considered_visit, make_growing_search
 from chessbrain_jax.core.search import make_search_fn
 from chessbrain_jax.play import notation
-from tests.conftest import make_config
+from tests.conftest import confident_prior, make_config
 
 ITALIAN = "r1bqkbnr/pppp1ppp/2n5/4p3/2B1P3/5N2/PPPP1PPP/RNBQK2R b KQkq - 3 3"
 CAPACITY = 64  # nodes of the test trees
@@ -111,11 +111,7 @@ def test_the_grown_tree_plays_a_searched_mate_over_a_confident_prior(play_mates,
     board = chess.Board(MATE_IN_ONE)
     mate = notation.move_to_action(board, chess.Move.from_uci("a1a8"))
     favourite = notation.move_to_action(board, chess.Move.from_uci("g1f1"))
-
-    def confident(p, observation):
-        logits, value = apply_fn(p, observation)
-        bias = jnp.zeros(logits.shape[-1]).at[favourite].set(6.0).at[mate].set(-2.0)
-        return jnp.zeros_like(logits) + bias, jnp.zeros_like(value)
+    confident = confident_prior(apply_fn, favourite, mate)
 
     config = make_config(mcts_simulations=24, gumbel_considered_actions=32, play_searched_mates=play_mates)
     functions = make_growing_search(config, confident, CAPACITY)

@@ -12,7 +12,7 @@ from chessbrain_jax.core import chess_env
 from chessbrain_jax.core.search import (legal_slots, make_search_fn, mask_illegal, moves_left_utility, to_actions,
                                         with_root_noise)
 from chessbrain_jax.play import notation
-from tests.conftest import make_config
+from tests.conftest import confident_prior, make_config
 
 MATE_IN_ONE = [
     ("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1", "a1a8"),  # white mates on the back rank
@@ -202,11 +202,7 @@ def test_value_scale_decides_whether_a_searched_mate_overrules_a_confident_prior
     mate = notation.move_to_action(board, chess.Move.from_uci(uci))
     favourite = notation.move_to_action(board, chess.Move.from_uci("g1f1"))
     _, params, apply_fn = tiny_network
-
-    def confident(p, observation):
-        logits, value = apply_fn(p, observation)
-        bias = jnp.zeros(logits.shape[-1]).at[favourite].set(6.0).at[mate].set(-2.0)
-        return jnp.zeros_like(logits) + bias, jnp.zeros_like(value)
+    confident = confident_prior(apply_fn, favourite, mate)
 
     states = notation.stack_states([notation.from_fen(fen)] * 4)
     config = make_config(mcts_simulations=32, gumbel_considered_actions=32, gumbel_value_scale=value_scale,

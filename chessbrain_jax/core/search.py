@@ -217,8 +217,7 @@ def make_search_fn(config: Config, apply_fn: ApplyFn, simulations: int | None = 
         action_slot, weights, root_value = output.action, output.action_weights, tree.node_values[:, 0]
         found = jnp.zeros(action_slot.shape, bool)
         if config.play_searched_mates:
-            mates = jax.vmap(searched_mates)(tree.children_visits[:, 0], tree.children_discounts[:, 0],
-                                             tree.children_rewards[:, 0])
+            mates = jax.vmap(searched_mates)(visits, tree.children_discounts[:, 0], tree.children_rewards[:, 0])
             found, mate_slot = mates.any(axis=-1), jnp.argmax(mates, axis=-1)
             action_slot = jnp.where(found, mate_slot, action_slot)
             best_slot = jnp.where(found, mate_slot, best_slot)
