@@ -188,7 +188,7 @@ def test_start_positions_end_with_known_results(episode):
     assert {name: int(value) for name, value in stats.items()} == dict(
         games_finished=3, white_wins=1, black_wins=1, draws=1, truncated=4, adjudicated_wins=0,
         drawn_ahead=1, ended_game_plies=1 + 1 + 1 + 4 * 6,  # the fifty-move draw with a rook up is drawn_ahead
-        pool_finished=0, pool_decisive=0)
+        pool_finished=0, pool_decisive=0, mates_played=0)  # mates played, but without --play-searched-mates
     np.testing.assert_array_equal(np.asarray(final.generation), [2, 2, 2, 1])
     # Positions of the fresh games start from the initial position.
     assert trajectory.position.white_to_move[1, :3].all()
@@ -343,7 +343,7 @@ def test_a_cheap_search_that_finds_a_mate_gives_it_as_policy_target(mate_targets
     played, and with --playout-cap-mate-targets they are the whole policy target of that ply; no other position
     gets one."""
     _, params, apply_fn = tiny_network
-    _, [(_, trajectory, _)] = _episodes(apply_fn, params, (0,), exploration_rate=0.0, playout_cap_fraction=1e-9,
+    _, [(_, trajectory, stats)] = _episodes(apply_fn, params, (0,), exploration_rate=0.0, playout_cap_fraction=1e-9,
                                         playout_cap_simulations=31, play_searched_mates=True,
                                         playout_cap_mate_targets=mate_targets)
     position = trajectory.position
@@ -355,6 +355,7 @@ def test_a_cheap_search_that_finds_a_mate_gives_it_as_policy_target(mate_targets
         np.testing.assert_allclose(np.asarray(position.policy[0, game]), expected)
     sums = np.asarray(position.policy).sum(axis=-1)
     assert sums[0, 2:].sum() == 0 and sums[1:].sum() == 0
+    assert int(stats["mates_played"]) == 2  # the two mates; the fresh games after them have none in 10 plies
 
 
 def test_the_cheap_search_is_the_search_with_cheap_simulations(tiny_network):

@@ -40,7 +40,7 @@ class SelfPlayState(NamedTuple):
 
 
 EPISODE_STATS = ("games_finished", "white_wins", "black_wins", "draws", "truncated", "adjudicated_wins",
-                 "drawn_ahead", "ended_game_plies", "pool_finished", "pool_decisive")
+                 "drawn_ahead", "ended_game_plies", "pool_finished", "pool_decisive", "mates_played")
 
 
 def result_history_length(config: Config) -> int:
@@ -108,9 +108,11 @@ def make_capped_search(config: Config, apply_fn: ApplyFn):
     return search
 
 
-def ply_stats(ended: targets.PlyOutcome, balance: jax.Array, from_pool: jax.Array) -> dict[str, jax.Array]:
+def ply_stats(ended: targets.PlyOutcome, balance: jax.Array, from_pool: jax.Array,
+              mate_played: jax.Array) -> dict[str, jax.Array]:
     """One ply's `EPISODE_STATS` counts (`i32[]` each) from how it left the games, `i32[B]` their material
-    balance after it (pawns) and `bool[B]` which games started from the `--selfplay-starts` pool."""
+    balance after it (pawns), `bool[B]` which games started from the `--selfplay-starts` pool and `bool[B]` which
+    played a mate in one their search found (`--play-searched-mates`)."""
     finished = ended.done & ~ended.truncated
     pool_finished = finished & from_pool
     return dict(
@@ -124,6 +126,7 @@ def ply_stats(ended: targets.PlyOutcome, balance: jax.Array, from_pool: jax.Arra
         ended_game_plies=jnp.where(ended.done, ended.ply, 0).sum(),
         pool_finished=pool_finished.sum(),
         pool_decisive=(pool_finished & (ended.white_result != 0)).sum(),
+        mates_played=mate_played.sum(),
     )
 
 
@@ -137,7 +140,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn, pool: starts.StartPool 
     NaN, or with `adjudicate_material` the material verdict: adjudicated_wins counts the decisive ones),
     drawn_ahead the draws with one side `targets.DRAWN_AHEAD_PAWNS` or more ahead (won positions not converted),
     ended_game_plies the plies of both, pool_finished and pool_decisive the finished games that started from the
-    `--selfplay-starts` pool and those of them won by either side. Jit it.
+    `--selfplay-starts` pool and those of them won by either side, mates_played the plies that played a mate in one
+    the search found (`--play-searched-mates`; 0 without it). Jit it.
 
     With `--selfplay-start-share` the `pool` (`notation.read_start_pool`) is needed: the pool slots' games after
     their first start from a position drawn from it once per episode and slot (an extra key split: without a pool
@@ -176,7 +180,8 @@ def make_play_episode(config: Config, apply_fn: ApplyFn, pool: starts.StartPool 
         with jax.named_scope("env_step"):
             next_env = chess_env.step(env, action)
         ended = targets.ply_outcome(config, env, next_env)
-        stats = ply_stats(ended, chess_env.material_balance(next_env), in_pool & (generation > 0))
+        mate_played = output.mate_found & (action == output.action)  # not replaced by a random move
+        stats = ply_stats(ended, chess_env.material_balance(next_env), in_pool & (generation > 0), mate_played)
         results, result_plies, generation = targets.record(results, result_plies, generation, ended)
         done = ended.done
         next_env = jax.tree.map(

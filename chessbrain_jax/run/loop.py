@@ -11,7 +11,7 @@ from chessbrain_jax.run.console import TrainingDiverged, say
 from chessbrain_jax.run.state import StartState, step_of
 
 _GAME_COUNTS = ("white_wins", "black_wins", "draws", "truncated", "adjudicated_wins", "drawn_ahead", "pool_finished",
-                "pool_decisive")
+                "pool_decisive", "mates_played")
 
 
 class EpisodeLoop:
