@@ -205,6 +205,10 @@ class Config:
                              "probabilities trained by cross-entropy (Leela Chess Zero), a target v read as "
                              "(max(v, 0), 1 - |v|, max(-v, 0)); the search uses W - L.", group=NET,
                              choices=("scalar", "wdl"))
+    attack_planes: bool = _field(False, "Network input: 12 more planes, the squares each side's pawns, knights, "
+                                 "bishops, rooks, queens and king attack in the current position, computed from "
+                                 "the pieces (not stored, not learned), so the network can see attacked and "
+                                 "undefended pieces.", group=NET)
     moves_left_weight: float = _field(0.0, "Moves-left head (Leela Chess Zero's MLH): a head that predicts the plies "
                                       "left until the game ends, trained on the finished games with this loss "
                                       "weight (Huber, in units of 20 plies); the search then prefers shorter wins "

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from chessbrain_jax.config import Config
+from chessbrain_jax.core import features
 from chessbrain_jax.core.types import MOVE_PLANES, OBSERVATION_SHAPE
 
 MOVES_LEFT_SCALE = 20.0  # plies: the moves-left head predicts softplus(output) x this (Leela Chess Zero's unit)
@@ -57,7 +58,8 @@ class ChessNet(nn.Module):
     loss, and for the search's moves-left utility): `value_head="wdl"` makes value = P(win) - P(loss) of a softmax
     over win/draw/loss and adds those `f32[B, 3]` logits as "wdl"; `moves_left=True` adds "moves_left", `f32[B]`
     the predicted plies to the game's end (>= 0). `history_steps < 8` reads only the newest positions of the
-    observation (`input_planes`)."""
+    observation (`input_planes`); `attack_planes` adds 12 computed planes of attacked squares
+    (`features.attack_planes`)."""
 
     channels: int = 64
     blocks: int = 6
@@ -66,12 +68,16 @@ class ChessNet(nn.Module):
     value_hidden: int = 128
     value_head: str = "scalar"
     history_steps: int = HISTORY_STEPS
+    attack_planes: bool = False
     moves_left: bool = False
     moves_left_hidden: int = 32
 
     @nn.compact
     def __call__(self, observation: jax.Array, heads: bool = False):
-        x = input_planes(observation, self.history_steps).astype(self.dtype)
+        x = input_planes(observation, self.history_steps)
+        if self.attack_planes:
+            x = jnp.concatenate([x, features.attack_planes(observation)], axis=-1)
+        x = x.astype(self.dtype)
         x = nn.Conv(self.channels, (3, 3), use_bias=False, dtype=self.dtype, name="stem")(x)
         x = nn.relu(nn.GroupNorm(num_groups=1, dtype=self.dtype)(x))
         for index in range(self.blocks):
@@ -119,7 +125,7 @@ class ChessNet(nn.Module):
 def make_network(config: Config, dtype: str = "float32") -> ChessNet:
     return ChessNet(channels=config.channels, blocks=config.blocks, dtype=jnp.dtype(dtype),
                     value_head=config.value_head, history_steps=config.history_steps,
-                    moves_left=config.moves_left_weight > 0)
+                    attack_planes=config.attack_planes, moves_left=config.moves_left_weight > 0)
 
 
 def make_apply(network: ChessNet):
@@ -134,13 +140,14 @@ def init_params(network: ChessNet, key: jax.Array):
 
 
 def matmul_flops_per_position(channels: int, blocks: int, value_channels: int = 8, value_hidden: int = 128,
-                              history_steps: int = HISTORY_STEPS) -> int:
+                              history_steps: int = HISTORY_STEPS, attack_planes: bool = False) -> int:
     """Multiply-add FLOPs (2 per MAC) of `ChessNet`'s convolutions and dense layers for one position, counted by
     hand: the stem and the tower's 3x3 convolutions dominate. A 3x3 'SAME' convolution over 8x8 squares has
     (2 + 6 x 3)^2 = 484 kernel taps on the board (not 64 x 9 = 576: edge squares miss the padding), so it costs
     2 x 484 x C_in x C_out. Norms and activations, a few percent, are left out."""
     squares = 64
     planes = OBSERVATION_SHAPE[-1] - PLANES_PER_STEP * (HISTORY_STEPS - history_steps)
+    planes += features.ATTACK_PLANES if attack_planes else 0
     conv3 = lambda cin, cout: 2 * 484 * cin * cout  # noqa: E731
     return (conv3(planes, channels) + 2 * blocks * conv3(channels, channels) + conv3(channels, channels)
             + 2 * squares * channels * MOVE_PLANES + 2 * squares * channels * value_channels
