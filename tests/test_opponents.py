@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import chess
 import pytest
 
@@ -94,3 +96,21 @@ def test_ladder_specs(spec, description):
 def test_bad_ladder_specs(spec, fragment):
     with pytest.raises(arena.ArenaError, match=fragment):
         arena.parse_player(spec)
+
+
+def test_tactics_script_counts_pieces_left_en_prise_and_free_pieces_taken(tmp_path):
+    spec = importlib.util.spec_from_file_location("tactics", "scripts/tactics.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    games = [("net", "greedy", "1. e4 d6 2. Qg4 Bxg4 *"),  # white leaves its queen to the c8 bishop; black takes it
+             ("greedy", "net", "1. e4 e5 2. Nf3 Nc6 3. Bb5 a6 4. Bxc6 dxc6 *")]  # a fair trade is not en prise
+    text = "".join(f'[White "{white}"]\n[Black "{black}"]\n[Result "*"]\n\n{moves}\n\n' for white, black, moves in games)
+    (tmp_path / "games.pgn").write_text(text)
+    assert script.tactics(str(tmp_path / "games.pgn")) == {
+        "net": {"moves": 6, "en_prise": 1, "offered": 1, "taken": 1},
+        "greedy": {"moves": 6, "en_prise": 0, "offered": 1, "taken": 1}}
+    assert script.tactics(str(tmp_path / "games.pgn"), plies=2) == {
+        "net": {"moves": 2, "en_prise": 0, "offered": 0, "taken": 0},
+        "greedy": {"moves": 2, "en_prise": 0, "offered": 0, "taken": 0}}
+    assert script.main([str(tmp_path), "--json", str(tmp_path / "table.json")]) == 0
+    assert script.main([str(tmp_path / "missing")]) == 2
