@@ -66,16 +66,22 @@ def test_a_hanging_queen_is_attacked_and_undefended():
 
 
 def test_the_network_reads_the_attack_planes():
-    """The stem takes 12 more planes; flipping one changes the output, and the hand-counted FLOPs include them."""
+    """The stem takes 12 more planes after pgx's 21 and they reach the output: zeroing their stem weights changes
+    the logits and value of a position; the hand-counted FLOPs include them."""
     network = model.ChessNet(channels=8, blocks=1, history_steps=1, attack_planes=True)
     params = model.init_params(network, jax.random.PRNGKey(0))
     assert params["stem"]["kernel"].shape == (3, 3, 14 + 7 + 12, 8)
-    params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(1), x.shape), params)
-    apply = jax.jit(lambda o: network.apply({"params": params}, o))
-    start = notation.board_to_state(chess.Board()).observation[None]
-    developed = notation.board_to_state(chess.Board("rnbqkbnr/pppppppp/8/8/8/5N2/PPPPPPPP/RNBQKB1R w KQkq - 0 1"))
-    assert not np.allclose(np.asarray(apply(start)[0]), np.asarray(apply(developed.observation[None])[0]))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    params = jax.tree.unflatten(treedef, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    blind = {**params, "stem": {**params["stem"], "kernel": params["stem"]["kernel"].at[:, :, 21:, :].set(0.0)}}
+    apply = jax.jit(lambda p, o: network.apply({"params": p}, o))
+    board = chess.Board("r1bqkbnr/pppp1ppp/2n5/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3")
+    observation = notation.board_to_state(board).observation[None]
+    (logits, value), (blind_logits, blind_value) = apply(params, observation), apply(blind, observation)
+    assert not np.allclose(np.asarray(logits), np.asarray(blind_logits))
+    assert not np.allclose(np.asarray(value), np.asarray(blind_value))
     plain = model.ChessNet(channels=8, blocks=1, history_steps=1)
+    assert model.init_params(plain, jax.random.PRNGKey(0))["stem"]["kernel"].shape[2] == 14 + 7
     assert model.matmul_flops_per_position(32, 4, history_steps=1, attack_planes=True) == \
         model.matmul_flops_per_position(32, 4, history_steps=1) + 2 * 484 * 12 * 32
-    assert model.init_params(plain, jax.random.PRNGKey(0))["stem"]["kernel"].shape[2] == 14 + 7
